@@ -1,0 +1,1 @@
+"""oai-gateway: an OpenAI-compatible gateway."""

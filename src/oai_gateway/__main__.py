@@ -1,0 +1,5 @@
+import sys
+
+from oai_gateway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The composition root: `create_app(config)` builds every long-lived object exactly once."""
+
+from __future__ import annotations
+
+import logging
+
+from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
+from oai_gateway.auth import Authenticator
+from oai_gateway.config import Config, load_config
+from oai_gateway.log import configure_logging
+from oai_gateway.middleware.access_log import AccessLogMiddleware
+from oai_gateway.middleware.cors import CORSMiddleware
+from oai_gateway.middleware.request_id import RequestIdMiddleware
+from oai_gateway.middleware.security_headers import SecurityHeadersMiddleware
+from oai_gateway.providers.registry import ProviderRegistry
+from oai_gateway.redact import Redactor
+from oai_gateway.routes import Router
+
+_log = logging.getLogger("oai_gateway")
+
+
+class GatewayApp:
+    """The ASGI application: the middleware stack around the router, plus lifespan."""
+
+    def __init__(self, config: Config) -> None:
+        settings = config.settings
+        self.config = config
+        self.redactor = Redactor(config.secrets())
+        self.registry = ProviderRegistry(config.providers, self.redactor)
+        keys = [k.get_secret_value() for k in settings.allowed_api_keys]
+        app: ASGIApp = Router(self.registry, Authenticator(keys), settings.max_request_bytes)
+        if settings.cors_allow_origins:
+            app = CORSMiddleware(app, settings.cors_allow_origins)
+        if settings.enable_security_headers:
+            app = SecurityHeadersMiddleware(app)
+        app = AccessLogMiddleware(app)
+        self._app = RequestIdMiddleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # pragma: no cover - only a broken environment gets here
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.registry.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        await self.registry.start()
+        settings = self.config.settings
+        if not settings.allowed_api_keys:
+            _log.warning(
+                "ALLOWED_API_KEYS is empty: serving without authentication on %s",
+                settings.service_host,
+            )
+        _log.info(
+            "providers ready",
+            extra={"providers": sorted(self.registry.providers)},
+        )
+
+
+def create_app(config: Config) -> GatewayApp:
+    return GatewayApp(config)
+
+
+def app_from_environment() -> GatewayApp:
+    """Factory for worker processes, which each read the configuration once at their start."""
+    config = load_config()
+    redactor = Redactor(config.secrets())
+    configure_logging(config.settings.log_level, config.settings.log_format, redactor)
+    return create_app(config)

@@ -1,0 +1,109 @@
+"""`oai-gateway serve` and `oai-gateway check-config` (SPEC §2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from oai_gateway.app import create_app
+from oai_gateway.config import Config, load_config
+from oai_gateway.log import configure_logging
+from oai_gateway.redact import Redactor
+from oai_gateway.settings import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oai-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="address to bind (SERVICE_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (SERVICE_PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--providers-file", help="TOML providers file (PROVIDERS_FILE)")
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check.add_argument("--providers-file", help="TOML providers file (PROVIDERS_FILE)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "service_host": getattr(args, "host", None),
+        "service_port": getattr(args, "port", None),
+        "providers_file": args.providers_file,
+    }
+
+
+def _fail(problems: Sequence[str]) -> int:
+    for problem in problems:
+        print(f"oai-gateway: configuration error: {problem}", file=sys.stderr)
+    return 2
+
+
+def _mask(secret: str) -> str:
+    return "****" if len(secret) < 12 else f"{secret[:3]}…{secret[-2:]}"
+
+
+def check_config(config: Config) -> int:
+    settings = config.settings
+    print(f"listen: {settings.service_host}:{settings.service_port}")
+    print(f"gateway keys: {len(settings.allowed_api_keys)} configured")
+    for spec in config.providers:
+        key = _mask(spec.api_key.get_secret_value()) if spec.api_key else "none"
+        models = ", ".join(sorted(spec.models)) if spec.models is not None else "any"
+        state = f"not configured ({spec.unconfigured})" if spec.unconfigured else "ok"
+        print(
+            f"provider {spec.name}: kind={spec.kind} base_url={spec.base_url or '-'} key={key} "
+            f"models={models} timeout_s={spec.timeout_s:g} status={state}"
+        )
+    return 0
+
+
+def serve(config: Config, workers: int) -> int:
+    settings = config.settings
+    configure_logging(settings.log_level, settings.log_format, Redactor(config.secrets()))
+    options: dict[str, Any] = {
+        "host": settings.service_host,
+        "port": settings.service_port,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "http": "httptools",
+        "ws": "none",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_config": None,
+    }
+    if workers > 1:
+        # Workers are separate processes that build their own app from the environment, so the
+        # flags travel to them as the variables they override.
+        os.environ["SERVICE_HOST"] = settings.service_host
+        os.environ["SERVICE_PORT"] = str(settings.service_port)
+        if settings.providers_file is not None:
+            os.environ["PROVIDERS_FILE"] = str(settings.providers_file)
+        uvicorn.run(
+            "oai_gateway.app:app_from_environment", factory=True, workers=workers, **options
+        )
+    else:
+        uvicorn.run(create_app(config), **options)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        return _fail(["--workers: must be 1 or more"])
+    try:
+        config = load_config(_overrides(args))
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    if args.command == "check-config":
+        return check_config(config)
+    return serve(config, args.workers)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The whole configuration: settings plus the resolved providers, built once at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dotenv import dotenv_values
+
+from oai_gateway.providers_file import read_providers_file
+from oai_gateway.settings import ConfigError, ProviderSpec, Settings, load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    settings: Settings
+    providers: tuple[ProviderSpec, ...]
+
+    def secrets(self) -> list[str]:
+        values = [k.get_secret_value() for k in self.settings.allowed_api_keys]
+        values += [p.api_key.get_secret_value() for p in self.providers if p.api_key]
+        return values
+
+
+def builtin_providers(settings: Settings) -> list[ProviderSpec]:
+    timeout = settings.request_timeout_s
+    return [
+        ProviderSpec(
+            "ollama",
+            "ollama",
+            settings.ollama_base_url,
+            base_url_env="OLLAMA_BASE_URL",
+            timeout_s=timeout,
+        ),
+        ProviderSpec(
+            "cerebras",
+            "cerebras",
+            settings.cerebras_base_url,
+            api_key=settings.cerebras_api_key,
+            api_key_env="CEREBRAS_API_KEY",
+            base_url_env="CEREBRAS_BASE_URL",
+            timeout_s=timeout,
+            unconfigured=None if settings.cerebras_api_key else "set CEREBRAS_API_KEY",
+        ),
+        ProviderSpec(
+            "custom",
+            "openai",
+            settings.custom_base_url or "",
+            api_key=settings.custom_api_key,
+            api_key_env="CUSTOM_API_KEY",
+            base_url_env="CUSTOM_BASE_URL",
+            timeout_s=timeout,
+            unconfigured=None if settings.custom_base_url else "set CUSTOM_BASE_URL",
+        ),
+    ]
+
+
+def environment(env_file: str | os.PathLike[str] = ".env") -> dict[str, str]:
+    """The process environment over `.env`, for the variables a providers file names."""
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def load_config(overrides: Mapping[str, object] | None = None) -> Config:
+    """Settings plus the resolved providers, or ConfigError with every problem found."""
+    settings = load_settings(overrides)
+    providers = {p.name: p for p in builtin_providers(settings)}
+    problems: list[str] = []
+    if settings.providers_file is not None:
+        named, problems = read_providers_file(
+            settings.providers_file, environment(), settings.request_timeout_s
+        )
+        providers.update((p.name, p) for p in named)
+    if not (settings.allowed_api_keys or settings.on_loopback or settings.allow_unauthenticated):
+        problems.append(
+            f"ALLOWED_API_KEYS: empty while SERVICE_HOST={settings.service_host} is not a "
+            "loopback address; set keys, bind to 127.0.0.1, or set ALLOW_UNAUTHENTICATED=true"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Config(settings, tuple(providers.values()))

@@ -1,0 +1,43 @@
+"""Per-request state shared by the middleware, the routes and the providers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from oai_gateway.asgi import Scope
+
+SCOPE_KEY = "oai_gateway.request"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What is known about one request; the access log and Server-Timing read it."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    route: str = ""
+    provider: str | None = None
+    model: str | None = None
+    stream: bool = False
+    status: int = 0
+    upstream_s: float = 0.0
+    usage: dict[str, Any] | None = None
+    response_started: bool = False
+    response_complete: bool = False
+    client_disconnected: bool = False
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def server_timing(self) -> bytes:
+        total = self.elapsed_s()
+        upstream_ms = self.upstream_s * 1000.0
+        gateway_ms = max(total - self.upstream_s, 0.0) * 1000.0
+        return f"upstream;dur={upstream_ms:.3f}, gateway;dur={gateway_ms:.3f}".encode()
+
+
+def request_context(scope: Scope) -> RequestContext:
+    context: RequestContext = scope[SCOPE_KEY]
+    return context

@@ -1,0 +1,1 @@
+"""Pure-ASGI middleware: nothing here buffers a body or hides `http.disconnect`."""

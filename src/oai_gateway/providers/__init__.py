@@ -1,0 +1,1 @@
+"""Upstream providers: one module per kind behind the `Provider` protocol."""

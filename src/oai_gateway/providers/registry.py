@@ -1,0 +1,78 @@
+"""The provider registry: built once from configuration at the composition root.
+
+Adding a provider kind is one module implementing `Provider` plus one entry in `KINDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+
+from oai_gateway.errors import ModelNotFoundError, ProviderNotFoundError
+from oai_gateway.providers.base import Provider
+from oai_gateway.providers.cerebras import CerebrasProvider
+from oai_gateway.providers.ollama import OllamaProvider
+from oai_gateway.providers.openai_compat import OpenAICompatProvider
+from oai_gateway.redact import Redactor
+from oai_gateway.settings import ProviderSpec
+
+ProviderFactory = Callable[[ProviderSpec, Redactor], Provider]
+
+KINDS: Mapping[str, ProviderFactory] = {
+    "openai": OpenAICompatProvider,
+    "ollama": OllamaProvider,
+    "cerebras": CerebrasProvider,
+}
+
+
+class ProviderRegistry:
+    """Provider name -> provider; built-ins left unconfigured are remembered with the reason."""
+
+    def __init__(self, specs: Iterable[ProviderSpec], redactor: Redactor) -> None:
+        self._providers: dict[str, Provider] = {}
+        self._unconfigured: dict[str, str] = {}
+        for spec in specs:
+            if spec.unconfigured is not None:
+                self._unconfigured[spec.name] = spec.unconfigured
+            else:
+                self._providers[spec.name] = KINDS[spec.kind](spec, redactor)
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self._providers
+
+    def get(self, name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        reason = self._unconfigured.get(name)
+        if reason is not None:
+            raise ProviderNotFoundError(
+                f"The provider '{name}' is not configured on this gateway: {reason}."
+            )
+        raise ProviderNotFoundError(
+            f"Unknown provider '{name}'. Configured providers are served at /{{provider}}/v1."
+        )
+
+    async def start(self) -> None:
+        await asyncio.gather(*(p.start() for p in self._providers.values()))
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(p.aclose() for p in self._providers.values()))
+
+    async def readiness(self) -> dict[str, str | None]:
+        """Each provider's problem (None when it answers); unconfigured ones with their reason."""
+        names = list(self._providers)
+        results = await asyncio.gather(*(self._providers[n].check_ready() for n in names))
+        status: dict[str, str | None] = dict(zip(names, results, strict=True))
+        status.update((name, f"not configured: {why}") for name, why in self._unconfigured.items())
+        return status
+
+
+def ensure_model_allowed(provider: Provider, model: str) -> None:
+    """The provider's allow-list, enforced the same way on every endpoint."""
+    allowed = provider.spec.models
+    if allowed is not None and model not in allowed:
+        raise ModelNotFoundError(
+            f"The model '{model}' is not available through provider '{provider.spec.name}'."
+        )

@@ -1,0 +1,1 @@
+"""OpenAI wire shapes: request checks, response normalisation and SSE framing."""

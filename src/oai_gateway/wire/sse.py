@@ -1,0 +1,74 @@
+"""Server-sent events: parsing upstream streams and framing the gateway's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DONE = b"[DONE]"
+DONE_EVENT = b"data: [DONE]\n\n"
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
+class SSEProtocolError(ValueError):
+    """The upstream's event stream cannot be parsed."""
+
+
+def frame(payload: Any) -> bytes:
+    """One data-only event, as OpenAI sends them."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class SSEParser:
+    """Incremental parser yielding the `data` of each complete event.
+
+    Follows the WHATWG rules the SDKs use: CR, LF or CRLF line ends, several `data:` lines joined
+    with LF, comments and other fields ignored. `event: error` marks the data as an error.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._event = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        """Feed raw bytes; returns the (event name, data) pairs completed by them."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            # A CR at the very end may be the first half of CRLF: wait for the next byte.
+            keep_cr = buffer.endswith(b"\r")
+            buffer = buffer[:-1] if keep_cr else buffer
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            buffer += b"\r" if keep_cr else b""
+        events: list[tuple[bytes, bytes]] = []
+        *lines, rest = buffer.split(b"\n")
+        for line in lines:
+            self._line(line, events)
+        if len(rest) > MAX_EVENT_BYTES:
+            raise SSEProtocolError("an event line is larger than the gateway accepts")
+        self._buffer = rest
+        return events
+
+    def _line(self, line: bytes, events: list[tuple[bytes, bytes]]) -> None:
+        if not line:
+            if self._data:
+                events.append((self._event, b"\n".join(self._data)))
+            self._data = []
+            self._event = b""
+            return
+        if line.startswith(b":"):
+            return
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+
+    def pending(self) -> bool:
+        """Whether unfinished event data is buffered (the stream stopped mid-event)."""
+        return bool(self._data or self._buffer.strip())
