@@ -1,0 +1,102 @@
+"""Shared fixtures: one set of loopback upstreams and one gateway in front of all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.gateway import GatewayServer, make_config
+from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
+
+GATEWAY_KEY = "gw-test-key-0123456789"
+CUSTOM_KEY = "sk-upstream-custom-secret-42"
+CEREBRAS_KEY = "csk-upstream-cerebras-secret-42"
+PROVIDERS = ("custom", "ollama", "cerebras")
+CHAT_MODEL = {"custom": "gpt-test", "ollama": "llama3.2:1b", "cerebras": "gpt-oss-120b"}
+
+
+@pytest.fixture(scope="session")
+def custom_upstream() -> Iterator[OpenAICompatUpstream]:
+    with OpenAICompatUpstream(api_key=CUSTOM_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ollama_upstream() -> Iterator[OllamaUpstream]:
+    with OllamaUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cerebras_upstream() -> Iterator[CerebrasUpstream]:
+    with CerebrasUpstream(api_key=CEREBRAS_KEY) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with upstreams that behave normally and have seen no requests."""
+    servers = [
+        request.getfixturevalue(name)
+        for name in ("custom_upstream", "ollama_upstream", "cerebras_upstream")
+        if name in request.fixturenames
+    ]
+    for server in servers:
+        server.clear()
+    yield
+    for server in servers:
+        server.clear()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    custom_upstream: OpenAICompatUpstream,
+    ollama_upstream: OllamaUpstream,
+    cerebras_upstream: CerebrasUpstream,
+) -> Iterator[GatewayServer]:
+    config = make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        custom_base_url=custom_upstream.base_url + "/v1",
+        custom_api_key=CUSTOM_KEY,
+        ollama_base_url=ollama_upstream.base_url,
+        cerebras_base_url=cerebras_upstream.base_url + "/v1",
+        cerebras_api_key=CEREBRAS_KEY,
+        request_timeout_s=3,
+    )
+    with GatewayServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def client(gateway: GatewayServer) -> Iterator[httpx.Client]:
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http:
+        yield http
+
+
+def upstream_for(
+    provider: str,
+    custom: OpenAICompatUpstream,
+    ollama: OllamaUpstream,
+    cerebras: CerebrasUpstream,
+) -> OpenAICompatUpstream:
+    return {"custom": custom, "ollama": ollama, "cerebras": cerebras}[provider]
+
+
+@pytest.fixture(params=PROVIDERS)
+def provider(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def upstream(
+    provider: str,
+    custom_upstream: OpenAICompatUpstream,
+    ollama_upstream: OllamaUpstream,
+    cerebras_upstream: CerebrasUpstream,
+) -> OpenAICompatUpstream:
+    """The loopback upstream behind the parametrised `provider`."""
+    return upstream_for(provider, custom_upstream, ollama_upstream, cerebras_upstream)

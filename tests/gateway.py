@@ -1,0 +1,97 @@
+"""Runs the real gateway (uvicorn + the app from `create_app`) on loopback for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+import uvicorn
+
+from oai_gateway.app import GatewayApp, create_app
+from oai_gateway.config import Config, builtin_providers
+from oai_gateway.providers_file import read_providers_file
+from oai_gateway.settings import Settings
+
+START_TIMEOUT_S = 10.0
+
+
+def make_config(
+    *, env: dict[str, str] | None = None, providers_file: str | None = None, **values: Any
+) -> Config:
+    """A Config from explicit values only, never the machine's environment or `.env`."""
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    providers = {p.name: p for p in builtin_providers(settings)}
+    if providers_file is not None:
+        from pathlib import Path
+
+        named, problems = read_providers_file(
+            Path(providers_file), env or {}, settings.request_timeout_s
+        )
+        assert not problems, problems
+        providers.update((p.name, p) for p in named)
+    return Config(settings, tuple(providers.values()))
+
+
+class GatewayServer:
+    """The gateway served by uvicorn in a background thread, on a free loopback port."""
+
+    def __init__(self, config: Config) -> None:
+        self.app: GatewayApp = create_app(config)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        uv_config = uvicorn.Config(
+            self.app,
+            loop="asyncio",
+            http="httptools",
+            ws="none",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(uv_config)
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+        self.loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        started = threading.Event()
+
+        def poll() -> None:
+            for _ in range(int(START_TIMEOUT_S / 0.01)):
+                if self._server.started:
+                    started.set()
+                    return
+                threading.Event().wait(0.01)
+
+        poll()
+        if not started.is_set():
+            raise RuntimeError("the gateway did not start in time")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=START_TIMEOUT_S)
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
