@@ -115,6 +115,7 @@ class UpstreamServer:
         self._cond = threading.Condition()
         self._disconnects = 0
         self._stopping = False
+        self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -184,9 +185,11 @@ class UpstreamServer:
             app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None
         )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        # A restart reuses the first port so a gateway configured with base_url finds it again.
+        await web.TCPSite(runner, "127.0.0.1", self._port).start()
         self._runner = runner
-        self.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._port = runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{self._port}"
 
     def stop(self) -> None:
         loop, thread, runner = self._loop, self._thread, self._runner

@@ -119,9 +119,7 @@ class OllamaUpstream(OpenAICompatUpstream):
 
     def mid_stream_error(self, first_event: JSON | None) -> bytes:
         # Ollama parses the native {"error": ...} line as an ordinary chunk: one empty delta.
-        base = first_event or self.envelope(
-            "chat.completion.chunk", self.new_id("chatcmpl"), "", []
-        )
+        base = first_event or self.envelope("chat.completion.chunk", self.ident("chatcmpl"), "", [])
         choice = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
         return b"data: " + dumps({**base, "choices": [choice]}) + b"\n\n"
 

@@ -81,7 +81,6 @@ class OpenAICompatUpstream(UpstreamServer):
     honours_n: ClassVar[bool] = True
     fragment_tool_arguments: ClassVar[bool] = True
     system_fingerprint: ClassVar[str | None] = None
-    id_prefix: ClassVar[str] = "chatcmpl"
 
     def __init__(
         self,
@@ -152,8 +151,12 @@ class OpenAICompatUpstream(UpstreamServer):
 
     # --- shared pieces --------------------------------------------------------------------
 
-    def envelope(self, obj: str, rid: str, model: str, choices: list[JSON]) -> JSON:
-        out: JSON = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
+    def ident(self, prefix: str) -> tuple[str, int]:
+        """Id and creation time, shared by every chunk of one response."""
+        return self.new_id(prefix), int(time.time())
+
+    def envelope(self, obj: str, rid: tuple[str, int], model: str, choices: list[JSON]) -> JSON:
+        out: JSON = {"id": rid[0], "object": obj, "created": rid[1], "model": model}
         if self.system_fingerprint is not None:
             out["system_fingerprint"] = self.system_fingerprint
         out["choices"] = choices
@@ -263,7 +266,7 @@ class OpenAICompatUpstream(UpstreamServer):
             1, sum(words(text_of(m.get("content"))) for m in messages if isinstance(m, dict))
         )
         usage = self.usage(prompt_tokens, sum(o.completion_tokens for o in outs))
-        rid = self.new_id(self.id_prefix)
+        rid = self.ident("chatcmpl")
         if body.get("stream") is True:
             # Choices advance in lock-step, one choice per chunk, as OpenAI interleaves them.
             per_choice = [self.choice_steps(o) for o in outs]
@@ -296,7 +299,7 @@ class OpenAICompatUpstream(UpstreamServer):
         usage = self.usage(
             max(1, sum(map(words, prompts))), max(1, sum(words(t) for t, _ in results))
         )
-        rid = self.new_id("cmpl")
+        rid = self.ident("cmpl")
 
         def choice(i: int, text: str, finish: str | None) -> JSON:
             return {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
