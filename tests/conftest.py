@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.gateway import GatewayServer, make_config
+from tests.spec import take_violations
 from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 
 GATEWAY_KEY = "gw-test-key-0123456789"
@@ -33,6 +34,15 @@ def ollama_upstream() -> Iterator[OllamaUpstream]:
 def cerebras_upstream() -> Iterator[CerebrasUpstream]:
     with CerebrasUpstream(api_key=CEREBRAS_KEY) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _responses_match_openai_spec() -> Iterator[None]:
+    """Fail any test during which the gateway sent a response that breaks OpenAI's spec."""
+    take_violations()
+    yield
+    violations = take_violations()
+    assert not violations, "responses that break OpenAI's spec:\n" + "\n".join(violations)
 
 
 @pytest.fixture(autouse=True)

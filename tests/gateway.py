@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -14,6 +15,7 @@ from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config import Config, builtin_providers
 from oai_gateway.providers_file import read_providers_file
 from oai_gateway.settings import Settings
+from tests.spec import SpecCheckingApp
 
 START_TIMEOUT_S = 10.0
 
@@ -22,11 +24,9 @@ def make_config(
     *, env: dict[str, str] | None = None, providers_file: str | None = None, **values: Any
 ) -> Config:
     """A Config from explicit values only, never the machine's environment or `.env`."""
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **values)
     providers = {p.name: p for p in builtin_providers(settings)}
     if providers_file is not None:
-        from pathlib import Path
-
         named, problems = read_providers_file(
             Path(providers_file), env or {}, settings.request_timeout_s
         )
@@ -46,7 +46,7 @@ class GatewayServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         uv_config = uvicorn.Config(
-            self.app,
+            SpecCheckingApp(self.app),
             loop="asyncio",
             http="httptools",
             ws="none",
