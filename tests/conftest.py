@@ -80,6 +80,11 @@ def gateway(
 
 
 @pytest.fixture
+def gateway_url(gateway: GatewayServer) -> str:
+    return gateway.url
+
+
+@pytest.fixture
 def client(gateway: GatewayServer) -> Iterator[httpx.Client]:
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http:

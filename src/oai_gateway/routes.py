@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 HEALTHY = orjson.dumps({"status": "ok"})
+OPENAPI_DOCUMENT = resources.files("oai_gateway").joinpath("openapi.json").read_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,10 @@ class Router:
         method: str = scope["method"]
         if path in ("/healthz", "/readyz"):
             await self._health(scope, send, context, path, method)
+            return
+        if path == "/openapi.json" and method == "GET":
+            context.route = path
+            await self._json(send, context, 200, OPENAPI_DOCUMENT)
             return
         name, _, rest = path[1:].partition("/")
         if not name or not rest.startswith("v1/"):
