@@ -354,8 +354,17 @@ def can_pin() -> bool:
     } <= os.sched_getaffinity(0)
 
 
-def start_upstream(pin: bool) -> UpstreamProcess:
-    cmd = [sys.executable, str(UPSTREAM_SCRIPT), "--port", "0", "--chunks", str(STREAM_CHUNKS)]
+def start_upstream(pin: bool, delay_ms: float) -> UpstreamProcess:
+    cmd = [
+        sys.executable,
+        str(UPSTREAM_SCRIPT),
+        "--port",
+        "0",
+        "--chunks",
+        str(STREAM_CHUNKS),
+        "--delay-ms",
+        str(delay_ms),
+    ]
     taskset = shutil.which("taskset")
     if pin and taskset:
         cmd = [taskset, "-c", str(UPSTREAM_CORE), *cmd]
@@ -511,7 +520,7 @@ class Plan:
 
 def make_plan(quick: bool) -> Plan:
     scale = 0.15 if quick else 1.0
-    cap = 3.0 if quick else 15.0
+    cap = 1.5 if quick else 15.0
     return Plan(
         scenarios=[
             Scenario("c1", "c=1 non-stream", 1, int(3_000 * scale), False, cap),
@@ -685,15 +694,15 @@ def scenario_table(plan: Plan) -> str:
 def details_table(samples: list[Sample]) -> str:
     lines = [
         "| scenario | library | done / planned | wall (s) | rate (/s) | client CPU (ms/op) "
-        "| p50 (ms) | p99 (ms) | upstream core busy |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p50 (ms) | p99 (ms) | client core busy | upstream core busy |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in samples:
         busy = "n/a" if s.upstream_busy is None else f"{s.upstream_busy:.0%}"
         lines.append(
             f"| {s.scenario} | {s.library} | {s.count:,} / {s.planned:,} | {s.wall_s:.1f} "
             f"| {s.rate:,.0f} | {s.cpu_ms_per_op:.3f} "
-            f"| {s.p50_ms:.3f} | {s.p99_ms:.3f} | {busy} |"
+            f"| {s.p50_ms:.3f} | {s.p99_ms:.3f} | {s.cpu_s / s.wall_s:.0%} | {busy} |"
         )
     return "\n".join(lines)
 
@@ -723,6 +732,8 @@ def environment(upstream: UpstreamProcess) -> dict[str, str]:
         "h11": version("h11"),
         "anyio": version("anyio"),
         "uvloop": version("uvloop"),
+        # Other work on the machine skews every number; record it.
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -750,6 +761,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="15% of the counts, ~20 s")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python ceiling driver")
     parser.add_argument("--json", type=Path, help="also write raw samples as JSON here")
+    parser.add_argument(
+        "--upstream-delay-ms",
+        type=float,
+        default=0.0,
+        help="make the upstream wait before each response, to mimic a slow model",
+    )
     return parser.parse_args(argv)
 
 
@@ -766,11 +783,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, {CLIENT_CORE})
     else:
         log("fewer than 2 usable cores: running unpinned, numbers will be noisier")
-    upstream = start_upstream(pin)
+    if os.getloadavg()[0] > 0.5:
+        log("warning: the machine is busy (load average > 0.5); rates will be noisy")
+    upstream = start_upstream(pin, args.upstream_delay_ms)
     try:
         env = environment(upstream)
         loop_factory = _loop_factory()
         env["client loop"] = "uvloop" if loop_factory else "asyncio"
+        env["upstream delay"] = f"{args.upstream_delay_ms:g} ms"
         ceiling = (
             None if args.no_wrk else wrk_ceiling(upstream.base_url, 64, plan.ceiling_seconds, pin)
         )
@@ -781,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = runner.run(benchmark(upstream, plan, log))
     finally:
         upstream.stop()
+    env["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     rows = build_rows(samples, plan)
     print("## Upstream client library: aiohttp vs httpx\n")

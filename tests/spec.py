@@ -146,8 +146,26 @@ def check_stream(chunk_schema: str, body: bytes) -> list[str]:
             continue
         chunk = orjson.loads(data)
         schema = "ErrorResponse" if "error" in chunk else chunk_schema
+        if schema == "CreateCompletionResponse":
+            chunk = _unfinished_as_finished(chunk)
         found.extend(problems(schema, chunk))
     return found
+
+
+def _unfinished_as_finished(chunk: Any) -> Any:
+    """The one deliberate allowance: the spec reuses the whole-response schema for legacy
+    completion stream chunks, whose `finish_reason` OpenAI itself sends as null until the
+    choice ends. Such a chunk is checked as if finished; everything else is checked as is."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list):
+        return chunk
+    fixed = [
+        {**c, "finish_reason": "stop"}
+        if isinstance(c, dict) and "finish_reason" in c and c["finish_reason"] is None
+        else c
+        for c in choices
+    ]
+    return {**chunk, "choices": fixed}
 
 
 def record(found: list[str]) -> None:

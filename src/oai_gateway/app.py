@@ -8,8 +8,10 @@ from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
 from oai_gateway.auth import Authenticator
 from oai_gateway.config import Config, load_config
 from oai_gateway.log import configure_logging
+from oai_gateway.metrics import GatewayMetrics
 from oai_gateway.middleware.access_log import AccessLogMiddleware
 from oai_gateway.middleware.cors import CORSMiddleware
+from oai_gateway.middleware.metrics import MetricsMiddleware
 from oai_gateway.middleware.request_id import RequestIdMiddleware
 from oai_gateway.middleware.security_headers import SecurityHeadersMiddleware
 from oai_gateway.providers.registry import ProviderRegistry
@@ -27,12 +29,16 @@ class GatewayApp:
         self.config = config
         self.redactor = Redactor(config.secrets())
         self.registry = ProviderRegistry(config.providers, self.redactor)
+        self.metrics = GatewayMetrics()
         keys = [k.get_secret_value() for k in settings.allowed_api_keys]
-        app: ASGIApp = Router(self.registry, Authenticator(keys), settings.max_request_bytes)
+        app: ASGIApp = Router(
+            self.registry, Authenticator(keys), settings.max_request_bytes, self.metrics
+        )
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         if settings.enable_security_headers:
             app = SecurityHeadersMiddleware(app)
+        app = MetricsMiddleware(app, self.metrics)
         app = AccessLogMiddleware(app)
         self._app = RequestIdMiddleware(app)
 

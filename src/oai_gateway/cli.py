@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import uvicorn
 from oai_gateway.app import create_app
 from oai_gateway.config import Config, load_config
 from oai_gateway.log import configure_logging
+from oai_gateway.metrics import MULTIPROCESS_ENV
 from oai_gateway.redact import Redactor
 from oai_gateway.settings import ConfigError
 
@@ -84,9 +86,11 @@ def serve(config: Config, workers: int) -> int:
         os.environ["SERVICE_PORT"] = str(settings.service_port)
         if settings.providers_file is not None:
             os.environ["PROVIDERS_FILE"] = str(settings.providers_file)
-        uvicorn.run(
-            "oai_gateway.app:app_from_environment", factory=True, workers=workers, **options
-        )
+        with tempfile.TemporaryDirectory(prefix="oai-gateway-metrics-") as metrics_dir:
+            os.environ.setdefault(MULTIPROCESS_ENV, metrics_dir)
+            uvicorn.run(
+                "oai_gateway.app:app_from_environment", factory=True, workers=workers, **options
+            )
     else:
         uvicorn.run(create_app(config), **options)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from dotenv import dotenv_values
 
@@ -63,9 +64,22 @@ def environment(env_file: str | os.PathLike[str] = ".env") -> dict[str, str]:
     return values
 
 
+def _providers_file_problems(overrides: Mapping[str, object] | None) -> list[str]:
+    env = environment()
+    path = (overrides or {}).get("providers_file") or env.get("PROVIDERS_FILE")
+    if not path:
+        return []
+    # Only the problems are wanted here, so any valid default timeout will do.
+    return read_providers_file(Path(str(path)), env, 120.0)[1]
+
+
 def load_config(overrides: Mapping[str, object] | None = None) -> Config:
     """Settings plus the resolved providers, or ConfigError with every problem found."""
-    settings = load_settings(overrides)
+    try:
+        settings = load_settings(overrides)
+    except ConfigError as exc:
+        # The providers file is checked too, so one run lists everything there is to fix.
+        raise ConfigError(exc.problems + _providers_file_problems(overrides)) from None
     providers = {p.name: p for p in builtin_providers(settings)}
     problems: list[str] = []
     if settings.providers_file is not None:

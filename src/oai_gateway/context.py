@@ -24,6 +24,8 @@ class RequestContext:
     status: int = 0
     upstream_s: float = 0.0
     usage: dict[str, Any] | None = None
+    first_chunk_s: float | None = None
+    upstream_error: str | None = None  # the kind, for the upstream error metric
     response_started: bool = False
     response_complete: bool = False
     client_disconnected: bool = False

@@ -36,6 +36,7 @@ class GatewayError(Exception):
         self.type = error_type if error_type is not None else self.error_type
         self.http_status = status if status is not None else self.status
         self.headers: Mapping[str, str] = headers or {}
+        self.upstream_status: int | None = None  # set when this maps an upstream HTTP error
 
     def envelope(self) -> dict[str, Any]:
         return {
@@ -151,6 +152,24 @@ def upstream_status_error(
     key_hint: str,
     status: int,
     body: bytes,
+    headers: Mapping[str, str],
+    redactor: Redactor,
+) -> GatewayError:
+    """Map an upstream HTTP error answer to the gateway error the client should see (SPEC §5).
+
+    `label` names the provider ("Ollama at …"), `key_hint` says how its key is configured.
+    """
+    error = _map_status(label, key_hint, status, body, headers=headers, redactor=redactor)
+    error.upstream_status = status
+    return error
+
+
+def _map_status(
+    label: str,
+    key_hint: str,
+    status: int,
+    body: bytes,
+    *,
     headers: Mapping[str, str],
     redactor: Redactor,
 ) -> GatewayError:

@@ -12,9 +12,11 @@ import orjson
 from oai_gateway.redact import Redactor
 
 ACCESS_LOGGER = "oai_gateway.access"
-# uvicorn adds an ANSI-coloured copy of its messages; it has no place in a log file.
+# uvicorn adds an ANSI-coloured copy of its messages; it has no place in a log file. `asctime`
+# is set by the text format itself and would repeat the line's timestamp as a field.
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
+    "asctime",
     "color_message",
 }
 

@@ -39,7 +39,11 @@ class ProviderEntry(BaseModel):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(f"must be an environment variable name (got {value!r})")
+            # Not echoed: a value that is no variable name is most likely a pasted key.
+            raise ValueError(
+                "must be the name of an environment variable (letters, digits and _), "
+                "not the key itself"
+            )
         return value
 
     @field_validator("models")
@@ -79,7 +83,10 @@ def _resolve(
     base_url = entry.base_url or _DEFAULT_URLS.get(entry.kind)
     if base_url is None:
         raise ValueError("base_url: required for kind 'openai'")
-    base_url = http_url(base_url, strip_v1=entry.kind == "ollama")
+    try:
+        base_url = http_url(base_url, strip_v1=entry.kind == "ollama")
+    except ValueError as exc:
+        raise ValueError(f"base_url: {exc}") from None
     key = None
     if entry.api_key_env is not None:
         key = env.get(entry.api_key_env) or None

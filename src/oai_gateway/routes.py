@@ -27,7 +27,9 @@ from oai_gateway.errors import (
     MethodNotAllowedError,
     RouteNotFoundError,
     UnsupportedOperationError,
+    UpstreamError,
 )
+from oai_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
 from oai_gateway.providers.registry import ProviderRegistry, ensure_model_allowed
 from oai_gateway.wire import requests
@@ -79,10 +81,17 @@ async def _watch_disconnect(
 
 
 class Router:
-    def __init__(self, registry: ProviderRegistry, auth: Authenticator, max_body: int) -> None:
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        auth: Authenticator,
+        max_body: int,
+        metrics: GatewayMetrics,
+    ) -> None:
         self._registry = registry
         self._auth = auth
         self._max_body = max_body
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,6 +108,10 @@ class Router:
             await self._error(send, context, INTERNAL_ERROR)
 
     async def _error(self, send: Send, context: RequestContext, exc: GatewayError) -> None:
+        if isinstance(exc, UpstreamError):
+            context.upstream_error = exc.code
+        elif exc.upstream_status is not None:
+            context.upstream_error = f"http_{exc.upstream_status}"
         if context.response_started:
             # Headers are gone: all that is left is to say so in the stream and stop.
             if not context.response_complete:
@@ -123,6 +136,14 @@ class Router:
         method: str = scope["method"]
         if path in ("/healthz", "/readyz"):
             await self._health(scope, send, context, path, method)
+            return
+        if path == "/metrics" and method == "GET":
+            context.route = path
+            self._auth.check(scope)
+            body = self._metrics.exposition()
+            headers = [(b"content-type", CONTENT_TYPE)]
+            context.response_complete = True
+            await send_bytes(send, 200, body, headers)
             return
         if path == "/openapi.json" and method == "GET":
             context.route = path
@@ -215,6 +236,8 @@ class Router:
             headers = [*SSE_HEADERS, (b"server-timing", context.server_timing())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async for chunk in stream:
+                if context.first_chunk_s is None:
+                    context.first_chunk_s = context.elapsed_s()
                 await send({"type": "http.response.body", "body": frame(chunk), "more_body": True})
             context.response_complete = True
             await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": False})

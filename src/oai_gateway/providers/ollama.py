@@ -131,13 +131,14 @@ class OllamaProvider(OpenAICompatProvider):
                 for p in prompts
             )
         )
-        merged = answers[0]
-        merged["choices"] = []
+        # Built apart from answers[0], which is both the template and one of the parts.
+        choices: list[Json] = []
         total: Json | None = None
         for position, answer in enumerate(answers):
-            for choice in answer["choices"]:
-                merged["choices"].append({**choice, "index": position})
+            choices.extend({**choice, "index": position} for choice in answer["choices"])
             total = _add_usage(total, answer.get("usage"))
+        merged = answers[0]
+        merged["choices"] = choices
         if total is not None:
             merged["usage"] = total
         return merged

@@ -1,0 +1,136 @@
+"""Prometheus metrics (SPEC §4.6), one registry per app; correct across `--workers N`.
+
+With several workers, prometheus-client's multiprocess mode keeps each worker's values in files
+under PROMETHEUS_MULTIPROC_DIR (the CLI creates it) and `/metrics` adds them up, so a scrape that
+lands on any worker sees the whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from oai_gateway.context import RequestContext
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self._multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
+        # In multiprocess mode values live in files, not in a registry of this process.
+        self.registry = CollectorRegistry()
+        target = None if self._multiprocess_dir else self.registry
+        route = ["provider", "route"]
+        self.requests = Counter(
+            "oai_gateway_requests",
+            "Requests by provider, route and status",
+            [*route, "status"],
+            registry=target,
+        )
+        self.request_seconds = Histogram(
+            "oai_gateway_request_duration_seconds",
+            "Whole request time, to the last byte",
+            route,
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.upstream_seconds = Histogram(
+            "oai_gateway_upstream_duration_seconds",
+            "Time spent waiting on the upstream",
+            route,
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.overhead_seconds = Histogram(
+            "oai_gateway_overhead_seconds",
+            "Request time minus upstream time",
+            route,
+            buckets=OVERHEAD_BUCKETS,
+            registry=target,
+        )
+        self.first_chunk_seconds = Histogram(
+            "oai_gateway_time_to_first_chunk_seconds",
+            "Time to the first streamed chunk",
+            route,
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.tokens = Counter(
+            "oai_gateway_tokens",
+            "Tokens reported by upstreams",
+            ["provider", "model", "kind"],
+            registry=target,
+        )
+        self.upstream_errors = Counter(
+            "oai_gateway_upstream_errors",
+            "Upstream failures by kind",
+            ["provider", "kind"],
+            registry=target,
+        )
+        self.in_flight = Gauge(
+            "oai_gateway_requests_in_flight",
+            "Requests being served",
+            registry=target,
+            multiprocess_mode="livesum",
+        )
+
+    def observe(self, context: RequestContext, status: int) -> None:
+        provider = context.provider or ""
+        route = context.route or "unmatched"
+        total = context.elapsed_s()
+        self.requests.labels(provider, route, str(status)).inc()
+        self.request_seconds.labels(provider, route).observe(total)
+        if context.provider is None:
+            return
+        self.upstream_seconds.labels(provider, route).observe(context.upstream_s)
+        self.overhead_seconds.labels(provider, route).observe(max(total - context.upstream_s, 0.0))
+        if context.first_chunk_s is not None:
+            self.first_chunk_seconds.labels(provider, route).observe(context.first_chunk_s)
+        if context.upstream_error is not None:
+            self.upstream_errors.labels(provider, context.upstream_error).inc()
+        usage: Any = context.usage
+        if usage and context.model:
+            for kind in ("prompt_tokens", "completion_tokens"):
+                count = usage.get(kind)
+                if isinstance(count, int) and count > 0:
+                    self.tokens.labels(provider, context.model, kind.removesuffix("_tokens")).inc(
+                        count
+                    )
+
+    def exposition(self) -> bytes:
+        if self._multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
