@@ -14,6 +14,7 @@ import uvicorn
 from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config import Config, builtin_providers
 from oai_gateway.providers_file import read_providers_file
+from oai_gateway.server import EnvelopeHttpToolsProtocol
 from oai_gateway.settings import Settings
 from tests.spec import SpecCheckingApp
 
@@ -48,7 +49,7 @@ class GatewayServer:
         uv_config = uvicorn.Config(
             SpecCheckingApp(self.app),
             loop="asyncio",
-            http="httptools",
+            http=EnvelopeHttpToolsProtocol,
             ws="none",
             lifespan="on",
             access_log=False,

@@ -16,6 +16,7 @@ from oai_gateway.config import Config, load_config
 from oai_gateway.log import configure_logging
 from oai_gateway.metrics import MULTIPROCESS_ENV
 from oai_gateway.redact import Redactor
+from oai_gateway.server import EnvelopeHttpToolsProtocol
 from oai_gateway.settings import ConfigError
 
 
@@ -72,7 +73,7 @@ def serve(config: Config, workers: int) -> int:
         "host": settings.service_host,
         "port": settings.service_port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
-        "http": "httptools",
+        "http": EnvelopeHttpToolsProtocol,
         "ws": "none",
         "lifespan": "on",
         "access_log": False,
