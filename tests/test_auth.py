@@ -127,7 +127,9 @@ def test_every_refusal_says_the_same_thing(anon: httpx.Client) -> None:
 
 def test_right_key_is_accepted_and_scheme_is_case_insensitive(anon: httpx.Client) -> None:
     for scheme in ("Bearer", "bearer", "BEARER"):
-        response = anon.get("/custom/v1/models", headers={"authorization": f"{scheme} {GATEWAY_KEY}"})
+        response = anon.get(
+            "/custom/v1/models", headers={"authorization": f"{scheme} {GATEWAY_KEY}"}
+        )
         assert response.status_code == 200, (scheme, response.text)
         assert response.json()["object"] == "list"
 

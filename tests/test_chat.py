@@ -394,6 +394,48 @@ def test_legacy_ollama_stream_sends_role_once(legacy_ollama: GatewayServer) -> N
     assert stream.choice_chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+class TerseUpstream(OpenAICompatUpstream):
+    """An OpenAI-compatible server that leaves out null fields (`finish_reason`, `logprobs`),
+    and sends neither `id` nor `created`, as some llama.cpp-style servers do."""
+
+    def envelope(self, obj: str, rid: tuple[str, int], model: str, choices: list[Json]) -> Json:
+        del rid
+        terse = [{k: v for k, v in c.items() if v is not None} for c in choices]
+        return {"object": obj, "model": model, "choices": terse}
+
+
+@pytest.fixture(scope="module")
+def terse_client() -> Iterator[httpx.Client]:
+    with (
+        TerseUpstream() as upstream,
+        GatewayServer(
+            make_config(allowed_api_keys=GATEWAY_KEY, custom_base_url=upstream.base_url + "/v1")
+        ) as gateway,
+        httpx.Client(
+            base_url=gateway.url, headers={"authorization": f"Bearer {GATEWAY_KEY}"}, timeout=10
+        ) as http,
+    ):
+        yield http
+
+
+def test_terse_upstream_answer_is_completed(terse_client: httpx.Client) -> None:
+    response = terse_client.post(CHAT_PATH.format("custom"), json=chat_body("custom"))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert isinstance(answer["id"], str) and answer["id"].startswith("chatcmpl")
+    assert isinstance(answer["created"], int) and answer["created"] > 0
+    choice = answer["choices"][0]
+    assert choice["logprobs"] is None
+    assert choice["finish_reason"] == "stop"
+
+
+def test_terse_upstream_stream_is_completed(terse_client: httpx.Client) -> None:
+    stream = stream_chat(terse_client, "custom", chat_body("custom", stream=True))
+    check_chunk_shape(stream, CHAT_MODEL["custom"])  # finish_reason on every choice, one id
+    assert stream.content() == PROMPT
+    assert all(isinstance(e["id"], str) and e["id"] for e in stream.events)
+
+
 @pytest.fixture
 def paced_custom(custom_upstream: OpenAICompatUpstream) -> Iterator[OpenAICompatUpstream]:
     """The custom upstream sending 6 content chunks 0.2 s apart, restored afterwards."""
