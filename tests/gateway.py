@@ -16,7 +16,7 @@ from oai_gateway.config import Config, builtin_providers
 from oai_gateway.providers_file import read_providers_file
 from oai_gateway.server import EnvelopeHttpToolsProtocol
 from oai_gateway.settings import Settings
-from tests.spec import SpecCheckingApp
+from tests.spec import SpecCheckingApp, load_spec
 
 START_TIMEOUT_S = 10.0
 
@@ -40,8 +40,10 @@ class GatewayServer:
     """The gateway served by uvicorn in a background thread, on a free loopback port."""
 
     def __init__(self, config: Config) -> None:
+        load_spec()  # before serving: the first check must not stall the gateway's event loop
         self.app: GatewayApp = create_app(config)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio only disables Nagle (TCP_NODELAY) on sockets that say TCP.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]

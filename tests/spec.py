@@ -50,6 +50,11 @@ OpenAPIValidator = validators.extend(  # type: ignore[no-untyped-call]
 )
 
 
+def load_spec() -> None:
+    """Parse the spec now (about a second), so no later check pays for it."""
+    _registry()
+
+
 @cache
 def _registry() -> Registry[Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
