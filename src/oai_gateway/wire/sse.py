@@ -27,22 +27,23 @@ class SSEParser:
     with LF, comments and other fields ignored. `event: error` marks the data as an error.
     """
 
-    __slots__ = ("_buffer", "_data", "_event")
+    __slots__ = ("_buffer", "_data", "_event", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._data: list[bytes] = []
         self._event = b""
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
         """Feed raw bytes; returns the (event name, data) pairs completed by them."""
+        if self._skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CRLF split across two reads
+        self._skip_lf = False
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
-            # A CR at the very end may be the first half of CRLF: wait for the next byte.
-            keep_cr = buffer.endswith(b"\r")
-            buffer = buffer[:-1] if keep_cr else buffer
+            self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            buffer += b"\r" if keep_cr else b""
         events: list[tuple[bytes, bytes]] = []
         *lines, rest = buffer.split(b"\n")
         for line in lines:
@@ -68,7 +69,3 @@ class SSEParser:
             self._data.append(value)
         elif name == b"event":
             self._event = value
-
-    def pending(self) -> bool:
-        """Whether unfinished event data is buffered (the stream stopped mid-event)."""
-        return bool(self._data or self._buffer.strip())
