@@ -9,11 +9,8 @@ from oai_gateway.auth import Authenticator
 from oai_gateway.config import Config, load_config
 from oai_gateway.log import configure_logging
 from oai_gateway.metrics import GatewayMetrics
-from oai_gateway.middleware.access_log import AccessLogMiddleware
 from oai_gateway.middleware.cors import CORSMiddleware
-from oai_gateway.middleware.metrics import MetricsMiddleware
-from oai_gateway.middleware.request_id import RequestIdMiddleware
-from oai_gateway.middleware.security_headers import SecurityHeadersMiddleware
+from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
 from oai_gateway.providers.registry import ProviderRegistry
 from oai_gateway.redact import Redactor
 from oai_gateway.routes import Router
@@ -36,11 +33,9 @@ class GatewayApp:
         )
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
-        if settings.enable_security_headers:
-            app = SecurityHeadersMiddleware(app)
-        app = MetricsMiddleware(app, self.metrics)
-        app = AccessLogMiddleware(app)
-        self._app = RequestIdMiddleware(app)
+        self._app = RequestLifecycleMiddleware(
+            app, self.metrics, security_headers=settings.enable_security_headers
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -78,6 +78,7 @@ def serve(config: Config, workers: int) -> int:
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,
         "log_config": None,
     }
     if workers > 1:
