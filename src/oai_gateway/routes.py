@@ -33,7 +33,7 @@ from oai_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
 from oai_gateway.providers.registry import ProviderRegistry, ensure_model_allowed
 from oai_gateway.wire import requests
-from oai_gateway.wire.sse import DONE_EVENT, frame
+from oai_gateway.wire.sse import frame
 
 _log = logging.getLogger("oai_gateway")
 
@@ -235,12 +235,12 @@ class Router:
         try:
             headers = [*SSE_HEADERS, (b"server-timing", context.server_timing())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            async for chunk in stream:
+            async for events in stream:
                 if context.first_chunk_s is None:
                     context.first_chunk_s = context.elapsed_s()
-                await send({"type": "http.response.body", "body": frame(chunk), "more_body": True})
+                await send({"type": "http.response.body", "body": events, "more_body": True})
             context.response_complete = True
-            await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": False})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             context.usage = stream.usage
             await stream.aclose()

@@ -32,7 +32,8 @@ class CallContext:
 
 
 class ChunkStream:
-    """An upstream stream that has passed its status check: chunks to relay, and a way to stop.
+    """An upstream stream that has passed its status check: framed SSE bytes to relay as they
+    come (the last piece ends with `data: [DONE]`), and a way to stop.
 
     `aclose` must always be awaited: it closes the upstream connection even if iteration never
     started (a client that left before the first chunk).
@@ -42,7 +43,7 @@ class ChunkStream:
 
     def __init__(
         self,
-        chunks: AsyncIterator[Json],
+        chunks: AsyncIterator[bytes],
         close: Callable[[], None],
         normalizer: ChunkNormalizer | None = None,
     ) -> None:
@@ -50,7 +51,7 @@ class ChunkStream:
         self._close = close
         self._normalizer = normalizer
 
-    def __aiter__(self) -> AsyncIterator[Json]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
 
     @property

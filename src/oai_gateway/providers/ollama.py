@@ -21,6 +21,7 @@ from oai_gateway.providers.base import CallContext, ChunkStream, Json
 from oai_gateway.providers.openai_compat import OpenAICompatProvider, developer_as_system
 from oai_gateway.wire import normalize
 from oai_gateway.wire.requests import RequestFacts
+from oai_gateway.wire.sse import DONE_EVENT, frame
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -157,25 +158,26 @@ class OllamaProvider(OpenAICompatProvider):
             chat=False, model=facts.model, include_usage=facts.include_usage, ident=ident
         )
 
-        async def chunks() -> AsyncIterator[Json]:
+        async def chunks() -> AsyncIterator[bytes]:
             response = first
             for position, prompt in enumerate(prompts):
                 if position:
                     response = await self._open_stream(ctx, path, {**body, "prompt": prompt})
                 part = normalize.ChunkNormalizer(
-                    chat=False, model=facts.model, include_usage=False, ident=ident
+                    chat=False,
+                    model=facts.model,
+                    include_usage=False,
+                    ident=ident,
+                    choice_index=position,
                 )
-                relay = self._relay(response, part)
+                relay = self._relay(response, part, finish=False)
                 try:
-                    async for chunk in relay:
-                        for choice in chunk["choices"]:
-                            choice["index"] = position
-                        yield chunk
+                    async for batch in relay:
+                        yield batch
                 finally:
                     await relay.aclose()
                 final.usage = _add_usage(final.usage, part.usage)
             last = final.usage_chunk()
-            if last is not None:
-                yield last
+            yield (frame(last) if last is not None else b"") + DONE_EVENT
 
         return ChunkStream(chunks(), first.close, final)

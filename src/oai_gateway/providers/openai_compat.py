@@ -23,7 +23,7 @@ from oai_gateway.settings import ProviderSpec
 from oai_gateway.upstream import UpstreamClient, UpstreamResponse, json_headers
 from oai_gateway.wire import normalize
 from oai_gateway.wire.requests import RequestFacts
-from oai_gateway.wire.sse import DONE, SSEParser, SSEProtocolError
+from oai_gateway.wire.sse import DONE, DONE_EVENT, SSEParser, SSEProtocolError, frame
 
 READY_TIMEOUT_S = 5.0
 
@@ -130,30 +130,56 @@ class OpenAICompatProvider:
         return response
 
     async def _relay(
-        self, response: UpstreamResponse, normalizer: normalize.ChunkNormalizer
-    ) -> AsyncGenerator[Json, None]:
-        """Upstream SSE events to normalised chunks; a stream without [DONE] is an error."""
+        self,
+        response: UpstreamResponse,
+        normalizer: normalize.ChunkNormalizer,
+        *,
+        finish: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        """Upstream SSE to normalised, framed events, one batch per upstream read.
+
+        Events that arrived together leave together (one write instead of one per event), and
+        nothing waits for more input. With `finish`, the usage chunk and `data: [DONE]` end the
+        last batch. A stream without `[DONE]` is an error.
+        """
         parser = SSEParser()
         try:
             async for part in response.chunks():
-                for event, data in parser.feed(part):
-                    if data == DONE:
-                        final = normalizer.usage_chunk()
-                        if final is not None:
-                            yield final
-                        return
-                    chunk = self._event_object(event, data)
-                    shaped = normalizer.chunk(chunk)
-                    if shaped is not None:
-                        yield shaped
-        except normalize.UpstreamStreamError as exc:
-            message = self._redactor.redact(str(exc))
-            raise UpstreamError(f"{self.label} failed mid-stream: {message}") from None
-        except SSEProtocolError as exc:
-            raise UpstreamError(f"{self.label} sent an invalid event stream: {exc}.") from None
+                batch: list[bytes] = []
+                failure: UpstreamError | None = None
+                complete = False
+                try:
+                    for event, data in parser.feed(part):
+                        if data == DONE:
+                            complete = True
+                            break
+                        shaped = normalizer.chunk(self._event_object(event, data))
+                        if shaped is not None:
+                            batch.append(frame(shaped))
+                except (normalize.UpstreamStreamError, SSEProtocolError, UpstreamError) as exc:
+                    failure = self._stream_failure(exc)
+                if complete and finish:
+                    final = normalizer.usage_chunk()
+                    if final is not None:
+                        batch.append(frame(final))
+                    batch.append(DONE_EVENT)
+                if batch:
+                    yield b"".join(batch)
+                if failure is not None:
+                    raise failure
+                if complete:
+                    return
         finally:
             response.close()
         raise UpstreamError(f"{self.label} ended the stream before it was complete.")
+
+    def _stream_failure(self, exc: Exception) -> UpstreamError:
+        if isinstance(exc, UpstreamError):
+            return exc
+        if isinstance(exc, SSEProtocolError):
+            return UpstreamError(f"{self.label} sent an invalid event stream: {exc}.")
+        message = self._redactor.redact(str(exc))
+        return UpstreamError(f"{self.label} failed mid-stream: {message}")
 
     def _event_object(self, event: bytes, data: bytes) -> Json:
         try:

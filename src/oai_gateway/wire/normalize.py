@@ -130,10 +130,28 @@ class ChunkNormalizer:
     delta of each choice, `finish_reason` always present, extras dropped, and usage held back for
     one final `choices: []` chunk that is sent only when the client asked for it."""
 
-    __slots__ = ("_chat", "_created", "_id", "_include_usage", "_model", "_roles", "usage")
+    __slots__ = (
+        "_chat",
+        "_choice_index",
+        "_created",
+        "_id",
+        "_include_usage",
+        "_model",
+        "_roles",
+        "usage",
+    )
 
-    def __init__(self, *, chat: bool, model: str, include_usage: bool, ident: str | None = None):
+    def __init__(
+        self,
+        *,
+        chat: bool,
+        model: str,
+        include_usage: bool,
+        ident: str | None = None,
+        choice_index: int | None = None,
+    ) -> None:
         self._chat = chat
+        self._choice_index = choice_index  # forces every choice's index (merged streams)
         self._model = model
         self._include_usage = include_usage
         self._id = ident
@@ -173,6 +191,8 @@ class ChunkNormalizer:
         return out
 
     def _choice(self, choice: Json, position: int) -> Json:
+        if self._choice_index is not None:
+            choice = {**choice, "index": self._choice_index}
         if not self._chat:
             fixed = _pick(choice, _TEXT_CHOICE_KEYS)
             fixed.setdefault("index", position)
