@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit setup
+.PHONY: run test lint typecheck unit setup setup-llm demo
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -26,3 +26,13 @@ unit: setup
 	$(UV) run --frozen pytest --cov --cov-report=term
 
 test: lint typecheck unit
+
+# A real LLM (llama.cpp's llama-server + Gemma 3 270M) in the user's cache directory, outside the
+# checkout: one compile of about 5 minutes the first time, seconds after. `make test` runs it too
+# (the e2e tier in tests/e2e/ sets itself up). See docs/real-llm.md.
+setup-llm:
+	$(PYTHON) scripts/setup_llm.py
+
+# The gateway in front of that real LLM, with a generated key; Ctrl-C stops both.
+demo: setup
+	$(PYTHON) scripts/demo.py

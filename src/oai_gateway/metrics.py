@@ -8,6 +8,7 @@ lands on any worker sees the whole process group.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -45,8 +46,21 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
 
+_MAX_CACHED_SERIES = 4096  # provider names come from requests; bound what they can pin
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    requests: Any
+    request_seconds: Any
+    upstream_seconds: Any
+    overhead_seconds: Any
+    first_chunk_seconds: Any
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, int], _Series] = {}
         self._multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
         # In multiprocess mode values live in files, not in a registry of this process.
         self.registry = CollectorRegistry()
@@ -105,18 +119,34 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
         )
 
+    def _series(self, provider: str, route: str, status: int) -> _Series:
+        # `labels()` takes a lock and builds a key on every call; the children never change.
+        key = (provider, route, status)
+        series = self._cache.get(key)
+        if series is None:
+            series = _Series(
+                self.requests.labels(provider, route, str(status)),
+                self.request_seconds.labels(provider, route),
+                self.upstream_seconds.labels(provider, route),
+                self.overhead_seconds.labels(provider, route),
+                self.first_chunk_seconds.labels(provider, route),
+            )
+            if len(self._cache) < _MAX_CACHED_SERIES:
+                self._cache[key] = series
+        return series
+
     def observe(self, context: RequestContext, status: int) -> None:
         provider = context.provider or ""
-        route = context.route or "unmatched"
         total = context.elapsed_s()
-        self.requests.labels(provider, route, str(status)).inc()
-        self.request_seconds.labels(provider, route).observe(total)
+        series = self._series(provider, context.route or "unmatched", status)
+        series.requests.inc()
+        series.request_seconds.observe(total)
         if context.provider is None:
             return
-        self.upstream_seconds.labels(provider, route).observe(context.upstream_s)
-        self.overhead_seconds.labels(provider, route).observe(max(total - context.upstream_s, 0.0))
+        series.upstream_seconds.observe(context.upstream_s)
+        series.overhead_seconds.observe(max(total - context.upstream_s, 0.0))
         if context.first_chunk_s is not None:
-            self.first_chunk_seconds.labels(provider, route).observe(context.first_chunk_s)
+            series.first_chunk_seconds.observe(context.first_chunk_s)
         if context.upstream_error is not None:
             self.upstream_errors.labels(provider, context.upstream_error).inc()
         usage: Any = context.usage

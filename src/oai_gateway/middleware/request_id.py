@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from oai_gateway.asgi import Scope, header
 
@@ -11,7 +11,7 @@ _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{os.urandom(16).hex()}"
 
 
 def request_id(scope: Scope) -> str:
