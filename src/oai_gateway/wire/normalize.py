@@ -94,6 +94,48 @@ def _message(message: Any) -> Json:
     return out
 
 
+def chat_logprobs(value: Any) -> Json | None:
+    """`{content, refusal}`, both required by the spec; some servers send only `content`."""
+    if not isinstance(value, dict):
+        return None
+    return {"content": value.get("content"), "refusal": value.get("refusal")}
+
+
+def text_logprobs(value: Any) -> Json | None:
+    """Legacy completions use `{tokens, token_logprobs, top_logprobs, text_offset}`; servers
+    that answer in the chat form (`{content: [{token, logprob, top_logprobs}]}`) are
+    translated, since the SDKs read only the legacy keys."""
+    if not isinstance(value, dict):
+        return None
+    entries = value.get("content")
+    if "tokens" in value or not isinstance(entries, list):
+        return value
+    tokens: list[str] = []
+    logprobs: list[float | None] = []
+    top: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+    offset = 0
+    for entry in entries:
+        token = entry.get("token", "") if isinstance(entry, dict) else ""
+        token = token if isinstance(token, str) else ""
+        tokens.append(token)
+        logprobs.append(entry.get("logprob") if isinstance(entry, dict) else None)
+        alternatives = entry.get("top_logprobs") if isinstance(entry, dict) else None
+        top.append(
+            {a["token"]: a["logprob"] for a in alternatives if isinstance(a, dict) and "token" in a}
+            if isinstance(alternatives, list)
+            else None
+        )
+        offsets.append(offset)
+        offset += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": logprobs,
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
+
+
 def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
     out = _envelope(obj, _CHAT_KEYS, "chat.completion", model, ident)
     choices = []
@@ -103,7 +145,7 @@ def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
         fixed["message"] = _message(choice.get("message"))
         if fixed.get("finish_reason") is None:
             fixed["finish_reason"] = "tool_calls" if fixed["message"].get("tool_calls") else "stop"
-        fixed.setdefault("logprobs", None)
+        fixed["logprobs"] = chat_logprobs(fixed.get("logprobs"))
         choices.append(fixed)
     out["choices"] = choices
     return out
@@ -119,7 +161,7 @@ def text_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
             fixed["text"] = ""
         if fixed.get("finish_reason") is None:
             fixed["finish_reason"] = "stop"
-        fixed.setdefault("logprobs", None)
+        fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
         choices.append(fixed)
     out["choices"] = choices
     return out
@@ -176,11 +218,13 @@ class ChunkNormalizer:
             created = obj.get("created")
             self._created = created if isinstance(created, int) else int(time.time())
         model = obj.get("model")
+        if isinstance(model, str) and model:
+            self._model = model  # the final usage chunk names the model the chunks named
         out: Json = {
             "id": self._id,
             "object": "chat.completion.chunk" if self._chat else "text_completion",
             "created": self._created,
-            "model": model if isinstance(model, str) else self._model,
+            "model": self._model,
             "choices": [self._choice(c, i) for i, c in enumerate(choices) if isinstance(c, dict)],
         }
         fingerprint = obj.get("system_fingerprint")
@@ -198,7 +242,7 @@ class ChunkNormalizer:
             fixed.setdefault("index", position)
             if not isinstance(fixed.get("text"), str):
                 fixed["text"] = ""
-            fixed.setdefault("logprobs", None)
+            fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
             fixed.setdefault("finish_reason", None)
             return fixed
         fixed = _pick(choice, _CHUNK_CHOICE_KEYS)
@@ -212,6 +256,8 @@ class ChunkNormalizer:
                 self._roles.add(index)
         fixed["delta"] = delta
         fixed.setdefault("finish_reason", None)
+        if "logprobs" in fixed:
+            fixed["logprobs"] = chat_logprobs(fixed["logprobs"])
         return fixed
 
     def usage_chunk(self) -> Json | None:

@@ -1,0 +1,39 @@
+"""Pure normalisation rules that the loopback upstreams do not exercise."""
+
+from __future__ import annotations
+
+from oai_gateway.wire.normalize import ChunkNormalizer, chat_logprobs, text_logprobs
+
+
+def test_chat_logprobs_gain_the_required_refusal_key() -> None:
+    content = [{"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}]
+    assert chat_logprobs({"content": content}) == {"content": content, "refusal": None}
+    assert chat_logprobs(None) is None
+
+
+def test_chat_form_logprobs_become_legacy_completion_logprobs() -> None:
+    chat_form = {
+        "content": [
+            {"token": "Hi", "logprob": -0.5, "top_logprobs": [{"token": "Hi", "logprob": -0.5}]},
+            {"token": " there", "logprob": -1.0, "top_logprobs": [{"token": "!", "logprob": -2.0}]},
+        ]
+    }
+    assert text_logprobs(chat_form) == {
+        "tokens": ["Hi", " there"],
+        "token_logprobs": [-0.5, -1.0],
+        "top_logprobs": [{"Hi": -0.5}, {"!": -2.0}],
+        "text_offset": [0, 2],
+    }
+    legacy = {"tokens": ["x"], "token_logprobs": [-1.0], "top_logprobs": None, "text_offset": [0]}
+    assert text_logprobs(legacy) is legacy
+
+
+def test_usage_chunk_names_the_model_the_stream_named() -> None:
+    normalizer = ChunkNormalizer(chat=True, model="alias", include_usage=True)
+    chunk = {"id": "c", "created": 1, "model": "real-model", "choices": [{"index": 0, "delta": {}}]}
+    assert normalizer.chunk(chunk) is not None
+    normalizer.chunk({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    final = normalizer.usage_chunk()
+    assert final is not None
+    assert final["model"] == "real-model"
+    assert final["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
