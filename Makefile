@@ -1,4 +1,4 @@
-# Two commands: `make run` serves the gateway, `make test` runs every check CI runs.
+# `make demo` (or `make run`) serves the gateway, `make test` runs every check CI runs.
 # Both need only Python >= 3.11, pip and make: uv is installed with pip when it is missing.
 
 PYTHON ?= python3
