@@ -25,24 +25,32 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
 
 
+class _Clock:
+    """Timestamps with one strftime per second: the access log writes a line per request."""
+
+    def __init__(self, pattern: str, utc: bool) -> None:
+        self._pattern = pattern
+        self._convert = time.gmtime if utc else time.localtime
+        self._second = -1
+        self._text = ""
+
+    def stamp(self, created: float, separator: str, suffix: str = "") -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime(self._pattern, self._convert(second))
+        return f"{self._text}{separator}{int((created - second) * 1000):03d}{suffix}"
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self._redactor = redactor
-        self._second = -1
-        self._second_text = ""
-
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        # strftime once per second: the access log writes one line per request.
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self._timestamp(record),
+            "ts": self._clock.stamp(record.created, ".", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -65,6 +73,59 @@ class TextFormatter(logging.Formatter):
         return self._redactor.redact(f"{line} {extra}" if extra else line)
 
 
+class AccessWriter:
+    """Writes access lines straight to the log handler's stream, in the handler's format.
+
+    Building a LogRecord and walking the logging machinery cost more than everything else the
+    gateway does for a request except the upstream call (docs/performance.md); the line is the
+    same one the formatter would write, through the same redactor.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any], fmt: str, redactor: Redactor) -> None:
+        self._handler = handler
+        self._json = fmt == "json"
+        self._redactor = redactor
+        self._clock = (
+            _Clock("%Y-%m-%dT%H:%M:%S", utc=True)
+            if self._json
+            else _Clock("%Y-%m-%d %H:%M:%S", utc=False)
+        )
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        if self._json:
+            entry = {
+                "ts": self._clock.stamp(now, ".", "Z"),
+                "level": "INFO",
+                "logger": ACCESS_LOGGER,
+                "message": "request",
+                **fields,
+            }
+            line = orjson.dumps(entry, default=str).decode()
+        else:
+            extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            line = f"{self._clock.stamp(now, ',')} INFO {ACCESS_LOGGER} request {extra}"
+        line = self._redactor.redact(line) + "\n"
+        handler = self._handler
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        finally:
+            handler.release()
+
+
+_access_writer: AccessWriter | None = None
+
+
+def write_access(fields: dict[str, Any]) -> None:
+    """One access line; through plain logging when `configure_logging` was not called."""
+    if _access_writer is not None:
+        _access_writer.write(fields)
+    else:
+        logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)
+
+
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
     # The records carry no thread, process or caller details, so do not compute them: the
     # logging HOWTO's own advice for code that logs on every request.
@@ -78,6 +139,8 @@ def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    global _access_writer  # noqa: PLW0603 - logging configuration is process-wide by nature
+    _access_writer = AccessWriter(handler, fmt, redactor)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()

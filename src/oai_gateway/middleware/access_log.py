@@ -6,7 +6,7 @@ import logging
 
 from oai_gateway.asgi import Scope
 from oai_gateway.context import RequestContext
-from oai_gateway.log import ACCESS_LOGGER
+from oai_gateway.log import ACCESS_LOGGER, write_access
 
 _log = logging.getLogger(ACCESS_LOGGER)
 
@@ -15,9 +15,8 @@ def log_access(scope: Scope, context: RequestContext, status: int) -> None:
     if not _log.isEnabledFor(logging.INFO):
         return
     usage = context.usage or {}
-    _log.info(
-        "request",
-        extra={
+    write_access(
+        {
             "method": scope["method"],
             "route": context.route or scope["path"][:200],
             "provider": context.provider,
