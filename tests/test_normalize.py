@@ -37,3 +37,30 @@ def test_usage_chunk_names_the_model_the_stream_named() -> None:
     assert final is not None
     assert final["model"] == "real-model"
     assert final["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def _embedding_answer(vectors: list[object]) -> dict[str, object]:
+    return {
+        "object": "list",
+        "model": "m",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+    }
+
+
+def test_exact_embedding_answers_are_recognised_for_pass_through() -> None:
+    from oai_gateway.wire.normalize import embeddings_already_normal
+
+    floats = _embedding_answer([[0.5, 1.0], [0.25, 2.0]])
+    assert embeddings_already_normal(floats, count=2, encoding="float")
+    assert not embeddings_already_normal(floats, count=2, encoding="base64")
+    assert not embeddings_already_normal(floats, count=3, encoding="float")
+    with_extra = {**floats, "timings": {}}
+    assert not embeddings_already_normal(with_extra, count=2, encoding="float")
+    shuffled = _embedding_answer([[0.5], [0.25]])
+    shuffled["data"] = list(reversed(shuffled["data"]))  # type: ignore[call-overload]
+    assert not embeddings_already_normal(shuffled, count=2, encoding="float")
+    no_usage = {k: v for k, v in floats.items() if k != "usage"}
+    assert not embeddings_already_normal(no_usage, count=2, encoding="float")

@@ -33,6 +33,7 @@ from oai_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
 from oai_gateway.providers.registry import ProviderRegistry, ensure_model_allowed
 from oai_gateway.wire import requests
+from oai_gateway.wire.normalize import EncodedJson
 from oai_gateway.wire.sse import frame
 
 _log = logging.getLogger("oai_gateway")
@@ -226,7 +227,8 @@ class Router:
         usage = result.get("usage")
         if isinstance(usage, dict):
             call.context.usage = usage
-        await self._json(call.send, call.context, 200, orjson.dumps(result))
+        body = result.encoded if isinstance(result, EncodedJson) else orjson.dumps(result)
+        await self._json(call.send, call.context, 200, body)
 
     async def _relay(self, call: Call, opened: Awaitable[ChunkStream]) -> None:
         stream = await opened

@@ -86,6 +86,12 @@ class OpenAICompatProvider:
         )
 
     async def _call(self, ctx: CallContext, method: str, path: str, body: Json | None) -> Any:
+        return (await self._call_raw(ctx, method, path, body))[1]
+
+    async def _call_raw(
+        self, ctx: CallContext, method: str, path: str, body: Json | None
+    ) -> tuple[bytes, Any]:
+        """The upstream's body as bytes and as parsed JSON."""
         response = await self.client.request(
             method,
             path,
@@ -98,7 +104,7 @@ class OpenAICompatProvider:
         if response.status >= 400:
             raise self._status_error(response, raw)
         try:
-            return orjson.loads(raw)
+            return raw, orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"{self.label} sent a response that is not valid JSON.") from None
 
@@ -253,7 +259,14 @@ class OpenAICompatProvider:
 
     async def create_embeddings(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
         path = self.api_prefix + "/embeddings"
-        answer = await self._call_object(ctx, "POST", path, self.prepare_embeddings(body, facts))
+        raw, answer = await self._call_raw(ctx, "POST", path, self.prepare_embeddings(body, facts))
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"{self.label} sent JSON that is not an object.")
+        count, encoding = facts.input_count, facts.encoding
+        if normalize.embeddings_already_normal(answer, count=count, encoding=encoding):
+            exact = normalize.EncodedJson(answer)
+            exact.encoded = raw
+            return exact
         return normalize.embeddings(
             answer, model=facts.model, count=facts.input_count, encoding=facts.encoding
         )

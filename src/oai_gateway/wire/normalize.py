@@ -292,6 +292,42 @@ def decode_base64(text: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
+class EncodedJson(dict[str, Any]):
+    """An answer whose upstream bytes are already exactly what the client should get."""
+
+    encoded: bytes = b""
+
+
+def _is_normal_embedding(item: Any, position: int, encoding: str) -> bool:
+    return (
+        isinstance(item, dict)
+        and len(item) == 3
+        and item.get("object") == "embedding"
+        and item.get("index") == position
+        and isinstance(item.get("embedding"), list if encoding == "float" else str)
+    )
+
+
+def embeddings_already_normal(obj: Json, *, count: int, encoding: str) -> bool:
+    """Whether `embeddings()` would change nothing, so the upstream's bytes can be sent as they
+    are: serialising a megabyte of floats again costs more than the rest of the request."""
+    data = obj.get("data")
+    found = obj.get("usage")
+    return (
+        len(obj) == 4
+        and obj.get("object") == "list"
+        and isinstance(obj.get("model"), str)
+        and bool(obj["model"])
+        and isinstance(found, dict)
+        and len(found) == 2
+        and isinstance(found.get("prompt_tokens"), int)
+        and isinstance(found.get("total_tokens"), int)
+        and isinstance(data, list)
+        and len(data) == count
+        and all(_is_normal_embedding(item, i, encoding) for i, item in enumerate(data))
+    )
+
+
 def embeddings(obj: Json, *, model: str, count: int, encoding: str) -> Json:
     """One embedding per input in input order, in the encoding the client asked for."""
     data = obj.get("data")
