@@ -15,6 +15,8 @@ from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
 from oai_gateway.providers.registry import ProviderRegistry
 from oai_gateway.redact import Redactor
 from oai_gateway.routes import Router
+from oai_gateway.tracing import flush as flush_tracing
+from oai_gateway.tracing import instrument as instrument_tracing
 
 _log = logging.getLogger("oai_gateway")
 
@@ -34,6 +36,8 @@ class GatewayApp:
         )
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
+        # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.
+        app = instrument_tracing(app)
         self._app = RequestLifecycleMiddleware(
             app, self.metrics, security_headers=settings.enable_security_headers
         )
@@ -56,6 +60,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.registry.aclose()
+                flush_tracing()  # spans still batched, before the process ends
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -53,9 +53,10 @@ _MAX_CACHED_SERIES = 4096  # provider names come from requests; bound what they 
 class _Series:
     requests: Any
     request_seconds: Any
-    upstream_seconds: Any
-    overhead_seconds: Any
-    first_chunk_seconds: Any
+    # None for requests that never reached a provider (health, /metrics, 401, unknown paths):
+    # creating their children would expose empty upstream histograms for those routes.
+    upstream_seconds: Any | None
+    overhead_seconds: Any | None
 
 
 class GatewayMetrics:
@@ -119,34 +120,37 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
         )
 
-    def _series(self, provider: str, route: str, status: int) -> _Series:
+    def _series(self, provider: str | None, route: str, status: int) -> _Series:
         # `labels()` takes a lock and builds a key on every call; the children never change.
-        key = (provider, route, status)
+        key = (provider or "", route, status)
         series = self._cache.get(key)
         if series is None:
+            name = provider or ""
             series = _Series(
-                self.requests.labels(provider, route, str(status)),
-                self.request_seconds.labels(provider, route),
-                self.upstream_seconds.labels(provider, route),
-                self.overhead_seconds.labels(provider, route),
-                self.first_chunk_seconds.labels(provider, route),
+                self.requests.labels(name, route, str(status)),
+                self.request_seconds.labels(name, route),
+                None if provider is None else self.upstream_seconds.labels(name, route),
+                None if provider is None else self.overhead_seconds.labels(name, route),
             )
             if len(self._cache) < _MAX_CACHED_SERIES:
                 self._cache[key] = series
         return series
 
     def observe(self, context: RequestContext, status: int) -> None:
-        provider = context.provider or ""
+        provider = context.provider
         total = context.elapsed_s()
         series = self._series(provider, context.route or "unmatched", status)
         series.requests.inc()
         series.request_seconds.observe(total)
-        if context.provider is None:
+        if provider is None:
             return
+        assert series.upstream_seconds is not None
+        assert series.overhead_seconds is not None
         series.upstream_seconds.observe(context.upstream_s)
         series.overhead_seconds.observe(max(total - context.upstream_s, 0.0))
         if context.first_chunk_s is not None:
-            series.first_chunk_seconds.observe(context.first_chunk_s)
+            # Only streams have a first chunk; non-streaming routes get no empty series.
+            self.first_chunk_seconds.labels(provider, context.route).observe(context.first_chunk_s)
         if context.upstream_error is not None:
             self.upstream_errors.labels(provider, context.upstream_error).inc()
         usage: Any = context.usage

@@ -163,8 +163,9 @@ class Router:
                 f"{route.template} accepts {route.method}, not {method}.",
                 headers={"allow": route.method},
             )
-        context.provider = name
         provider = self._registry.get(name)
+        # Only configured names become metric labels: a URL must not mint new series.
+        context.provider = name
         if route.operation in provider.unsupported:
             raise UnsupportedOperationError(
                 f"Provider '{name}' does not support {route.operation}.",

@@ -1,0 +1,279 @@
+"""Optional OpenTelemetry tracing: a server span per request, a client span per upstream call.
+
+Off unless the standard `OTEL_*` variables ask for traces (`OTEL_TRACES_EXPORTER`, or an OTLP
+endpoint) and the `tracing` extra is installed. When off, `instrument` returns the app unchanged
+and nothing from `opentelemetry` is imported, so the request path pays nothing.
+
+The upstream side uses aiohttp's own instrumentation API (`TraceConfig`), handed to the
+upstream client through `oai_gateway.upstream.TRACE_CONFIGS`; it injects the W3C `traceparent`
+of the client span into the upstream request. Attributes follow OpenTelemetry's HTTP and GenAI
+semantic conventions (`gen_ai.provider.name`, and the older `gen_ai.system` that many backends
+still read).
+"""
+
+# Lazy imports are the point of this module: opentelemetry loads only when tracing is on.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from oai_gateway import upstream
+from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
+from oai_gateway.context import SCOPE_KEY, RequestContext
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+_log = logging.getLogger("oai_gateway")
+
+TRACER_NAME = "oai_gateway"
+DEFAULT_SERVICE_NAME = "oai-gateway"
+CLIENT_CLOSED = 499
+# The GenAI operation each route performs (gen_ai.operation.name); model listing is not one.
+OPERATIONS = {
+    "/{provider}/v1/chat/completions": "chat",
+    "/{provider}/v1/completions": "text_completion",
+    "/{provider}/v1/embeddings": "embeddings",
+}
+_TRUE = frozenset({"true", "1", "yes", "on"})
+
+# The request being served, for the upstream client spans opened while it runs.
+_current_request: ContextVar[RequestContext | None] = ContextVar(
+    "oai_gateway_traced_request", default=None
+)
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* variables ask for traces (the SDK's own switches decide)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )
+
+
+def instrument(app: ASGIApp, environ: Mapping[str, str] | None = None) -> ASGIApp:
+    """`app` wrapped in a tracing layer when tracing is configured, else `app` itself."""
+    environ = os.environ if environ is None else environ
+    if not enabled(environ):
+        return app
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        _log.warning(
+            "OTEL_* variables ask for traces but OpenTelemetry is not installed: "
+            "install oai-gateway[tracing]; serving without traces"
+        )
+        return app
+    _ensure_tracer_provider(environ)
+    tracer = trace.get_tracer(TRACER_NAME)
+    _install_upstream_hook(tracer)
+    return TracingMiddleware(app, tracer)
+
+
+def _ensure_tracer_provider(environ: Mapping[str, str]) -> None:
+    """Configure the global provider from OTEL_*, unless the embedding program already did."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
+    # Explicit attributes win over OTEL_SERVICE_NAME in Resource.create, so only a default.
+    defaults = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
+    provider = TracerProvider(resource=Resource.create(defaults))
+    names = environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")
+    for name in (n.strip() for n in names):
+        exporter: SpanExporter
+        if name == "console":
+            exporter = ConsoleSpanExporter()
+        elif name in ("otlp", ""):
+            # Reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT, ... itself.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        else:
+            _log.warning("OTEL_TRACES_EXPORTER=%s is not supported; use otlp or console", name)
+            continue
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _owned_providers.append(provider)
+
+
+# Providers this module built; uvicorn re-raises SIGTERM after its shutdown, which ends the
+# process without running atexit, so their batches are flushed at lifespan shutdown instead.
+_owned_providers: list[Any] = []
+
+
+def flush() -> None:
+    """Export the spans still batched (called at shutdown); nothing to do when tracing is off."""
+    for provider in _owned_providers:
+        provider.force_flush()
+
+
+class TracingMiddleware:
+    """Sits inside the lifecycle layer, so the request's context is there to read at the end."""
+
+    def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self.app = app
+        self._tracer = tracer
+        self._extract = extract
+        self._server = SpanKind.SERVER
+        self._error = StatusCode.ERROR
+        self._status = Status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        context: RequestContext = scope[SCOPE_KEY]
+        method: str = scope["method"]
+        parent = self._extract(_header_carrier(scope["headers"]))
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "oai_gateway.request_id": context.request_id,
+        }
+        with self._tracer.start_as_current_span(
+            method, context=parent, kind=self._server, attributes=attributes
+        ) as span:
+            token = _current_request.set(context)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _current_request.reset(token)
+                status = CLIENT_CLOSED if context.client_disconnected else context.status
+                route = context.route
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                if status:
+                    span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(self._status(self._error, str(status)))
+                    span.set_attribute("error.type", context.upstream_error or str(status))
+                span.set_attributes(genai_attributes(context))
+
+
+def genai_attributes(context: RequestContext) -> dict[str, Any]:
+    """GenAI semantic-convention attributes known once the request is over."""
+    attributes: dict[str, Any] = {}
+    if context.provider is None:
+        return attributes
+    attributes["gen_ai.provider.name"] = context.provider
+    attributes["gen_ai.system"] = context.provider
+    operation = OPERATIONS.get(context.route)
+    if operation is not None:
+        attributes["gen_ai.operation.name"] = operation
+    if context.model:
+        attributes["gen_ai.request.model"] = context.model
+    usage = context.usage or {}
+    for field, name in (("prompt_tokens", "input"), ("completion_tokens", "output")):
+        count = usage.get(field)
+        if isinstance(count, int):
+            attributes[f"gen_ai.usage.{name}_tokens"] = count
+    return attributes
+
+
+def _header_carrier(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI's raw header pairs as the str mapping the propagators read."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
+_hook_installed = False
+
+
+def _install_upstream_hook(tracer: Tracer) -> None:
+    """Register the aiohttp TraceConfig that opens the client spans (once per process)."""
+    global _hook_installed  # noqa: PLW0603 - one hook per process, whatever the app count
+    if _hook_installed:
+        return
+    upstream.TRACE_CONFIGS.append(_upstream_trace_config(tracer))
+    _hook_installed = True
+
+
+def _upstream_trace_config(tracer: Tracer) -> aiohttp.TraceConfig:
+    from opentelemetry import trace
+    from opentelemetry.propagate import inject
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    async def on_start(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        del session
+        ctx.span = None
+        request = _current_request.get()
+        if request is None or not trace.get_current_span().is_recording():
+            return  # not inside a traced request (readiness probes, other apps in the process)
+        url = params.url
+        attributes: dict[str, Any] = {
+            "http.request.method": params.method,
+            "url.full": str(url.with_query(None)),
+            "server.address": url.host or "",
+            "server.port": url.port or 0,
+        }
+        if request.provider is not None:
+            attributes["gen_ai.provider.name"] = request.provider
+            attributes["gen_ai.system"] = request.provider
+        if request.model:
+            attributes["gen_ai.request.model"] = request.model
+        span = tracer.start_span(params.method, kind=SpanKind.CLIENT, attributes=attributes)
+        ctx.span = span
+        inject(params.headers, context=trace.set_span_in_context(span))
+
+    async def on_end(
+        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        del session
+        span = ctx.span
+        if span is None:
+            return
+        status = params.response.status
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_status(Status(StatusCode.ERROR, str(status)))
+            span.set_attribute("error.type", str(status))
+        span.end()
+
+    async def on_exception(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestExceptionParams,
+    ) -> None:
+        del session
+        span = getattr(ctx, "span", None)
+        if span is None:
+            return
+        span.record_exception(params.exception)
+        span.set_status(Status(StatusCode.ERROR, type(params.exception).__name__))
+        span.set_attribute("error.type", type(params.exception).__qualname__)
+        span.end()
+
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(on_start)
+    config.on_request_end.append(on_end)
+    config.on_request_exception.append(on_exception)
+    return config
