@@ -1,5 +1,9 @@
 """Cerebras Inference (kind `cerebras`): OpenAI-compatible, with no embeddings and no
-`developer` role; its flat error bodies are handled by the shared error mapping."""
+`developer` role; its flat error bodies are handled by the shared error mapping.
+
+Cerebras validates strictly: an OpenAI field it does not know is a 400 in its own format
+(reference/cerebras.md §3), so those fields are listed here and answered by the gateway.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,38 @@ from typing import ClassVar
 
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.providers.openai_compat import OpenAICompatProvider, developer_as_system
+from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
+
+_REJECTED = FieldRule(Fate.REJECTED)
+
+CHAT_RULES: dict[str, FieldRule] = {
+    "metadata": FieldRule(Fate.REJECTED, defaults=({},)),
+    "store": FieldRule(Fate.REJECTED, defaults=(False,)),
+    "prompt_cache_key": _REJECTED,
+    "safety_identifier": _REJECTED,
+    "verbosity": FieldRule(Fate.REJECTED, defaults=("medium",)),
+    "modalities": FieldRule(Fate.REJECTED, defaults=(["text"],)),
+    "audio": _REJECTED,
+    "web_search_options": _REJECTED,
+    "functions": _REJECTED,
+    "function_call": _REJECTED,
+    "stream_options.include_obfuscation": FieldRule(Fate.REJECTED, defaults=(True,)),
+}
+
+COMPLETION_RULES: dict[str, FieldRule] = {
+    "frequency_penalty": FieldRule(Fate.REJECTED, defaults=(0, 0.0)),
+    "presence_penalty": FieldRule(Fate.REJECTED, defaults=(0, 0.0)),
+    "logit_bias": FieldRule(Fate.REJECTED, defaults=({},)),
+    "stream_options.include_obfuscation": FieldRule(Fate.REJECTED, defaults=(True,)),
+}
 
 
 class CerebrasProvider(OpenAICompatProvider):
     kind_label: ClassVar[str] = "Cerebras"
     unsupported = frozenset({Operation.EMBEDDINGS})
+    quirks: ClassVar[Quirks] = Quirks(
+        {Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}
+    )
 
     def prepare_chat(self, body: Json) -> Json:
         return developer_as_system(body)

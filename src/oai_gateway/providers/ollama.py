@@ -5,7 +5,9 @@
 - ids are regenerated (Ollama's are `chatcmpl-<0..998>`, not unique);
 - several prompts in one legacy completion become one upstream call each, merged back;
 - embeddings are always fetched as floats and encoded here, since older servers lack base64;
-- token-id inputs, which Ollama cannot take, get a clear 400 instead of its opaque one.
+- token-id inputs, which Ollama cannot take, get a clear 400 instead of its opaque one;
+- fields its OpenAI layer silently ignores (reference/ollama.md §4.1, §4.3) are listed below and
+  answered with a 400 (or dropped when configured) rather than producing a quietly wrong answer.
 """
 
 from __future__ import annotations
@@ -17,11 +19,44 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from oai_gateway.errors import GatewayError, UnsupportedOperationError
-from oai_gateway.providers.base import CallContext, ChunkStream, Json
+from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation
 from oai_gateway.providers.openai_compat import OpenAICompatProvider, developer_as_system
+from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
 from oai_gateway.wire import normalize
 from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.sse import DONE_EVENT, frame
+
+_IGNORED = FieldRule(Fate.IGNORED)
+
+CHAT_RULES: dict[str, FieldRule] = {
+    "n": FieldRule(Fate.IGNORED, defaults=(1,), consequence="it always returns one choice"),
+    "tool_choice": FieldRule(
+        Fate.IGNORED, defaults=("auto",), consequence="the model alone decides on tool calls"
+    ),
+    "parallel_tool_calls": FieldRule(Fate.IGNORED, defaults=(True,)),
+    "logit_bias": FieldRule(Fate.IGNORED, defaults=({},)),
+    "user": _IGNORED,
+    "metadata": FieldRule(Fate.IGNORED, defaults=({},)),
+    "store": FieldRule(Fate.IGNORED, defaults=(False,)),
+    "service_tier": FieldRule(Fate.IGNORED, defaults=("auto", "default")),
+    "prediction": _IGNORED,
+    "modalities": FieldRule(Fate.IGNORED, defaults=(["text"],)),
+    "audio": _IGNORED,
+    "web_search_options": _IGNORED,
+    "functions": _IGNORED,
+    "function_call": FieldRule(Fate.IGNORED, defaults=("auto",)),
+    "prompt_cache_key": _IGNORED,
+    "safety_identifier": _IGNORED,
+    "verbosity": FieldRule(Fate.IGNORED, defaults=("medium",)),
+}
+
+COMPLETION_RULES: dict[str, FieldRule] = {
+    "n": FieldRule(Fate.IGNORED, defaults=(1,), consequence="it always returns one choice"),
+    "best_of": FieldRule(Fate.IGNORED, defaults=(1,)),
+    "echo": FieldRule(Fate.IGNORED, defaults=(False,), consequence="the prompt is not echoed"),
+    "logit_bias": FieldRule(Fate.IGNORED, defaults=({},)),
+    "user": _IGNORED,
+}
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -66,6 +101,9 @@ class OllamaProvider(OpenAICompatProvider):
     kind_label: ClassVar[str] = "Ollama"
     api_prefix: ClassVar[str] = "/v1"
     regenerate_ids: ClassVar[bool] = True
+    quirks: ClassVar[Quirks] = Quirks(
+        {Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,6 +161,8 @@ class OllamaProvider(OpenAICompatProvider):
         return [prompt] if isinstance(prompt, str) else list(prompt)
 
     async def create_completion(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
+        # Judged once, before the prompts fan out into several upstream calls.
+        body = self.supported(body, Operation.COMPLETIONS)
         prompts = self._prompts(body)
         if len(prompts) == 1:
             return await super().create_completion(ctx, {**body, "prompt": prompts[0]}, facts)
@@ -147,6 +187,7 @@ class OllamaProvider(OpenAICompatProvider):
     async def stream_completion(
         self, ctx: CallContext, body: Json, facts: RequestFacts
     ) -> ChunkStream:
+        body = self.supported(body, Operation.COMPLETIONS)
         prompts = self._prompts(body)
         if len(prompts) == 1:
             return await super().stream_completion(ctx, {**body, "prompt": prompts[0]}, facts)

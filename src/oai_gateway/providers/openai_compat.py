@@ -18,6 +18,7 @@ from oai_gateway.errors import (
     upstream_status_error,
 )
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation
+from oai_gateway.providers.quirks import NO_QUIRKS, Quirks, apply_quirks
 from oai_gateway.redact import Redactor
 from oai_gateway.settings import ProviderSpec
 from oai_gateway.upstream import UpstreamClient, UpstreamResponse, json_headers
@@ -41,6 +42,8 @@ class OpenAICompatProvider:
     api_prefix: ClassVar[str] = ""  # the spec's base URL already ends in /v1
     unsupported: frozenset[Operation] = frozenset()
     regenerate_ids: ClassVar[bool] = False
+    # The generic pass-through: whatever the client sends is the upstream's to judge.
+    quirks: ClassVar[Quirks] = NO_QUIRKS
 
     def __init__(self, spec: ProviderSpec, redactor: Redactor) -> None:
         self.spec = spec
@@ -215,6 +218,16 @@ class OpenAICompatProvider:
 
     # -- hooks for kinds whose upstream differs ---------------------------------------------
 
+    def supported(self, body: Json, operation: Operation) -> Json:
+        """The body without what the upstream cannot honour, or a 400 before any upstream call."""
+        return apply_quirks(
+            body,
+            self.quirks.rules(operation),
+            provider=self.spec.name,
+            kind_label=self.kind_label,
+            drop_unsupported=self.spec.drop_unsupported_params,
+        )
+
     def prepare_chat(self, body: Json) -> Json:
         return body
 
@@ -259,7 +272,8 @@ class OpenAICompatProvider:
 
     async def create_embeddings(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
         path = self.api_prefix + "/embeddings"
-        raw, answer = await self._call_raw(ctx, "POST", path, self.prepare_embeddings(body, facts))
+        body = self.prepare_embeddings(self.supported(body, Operation.EMBEDDINGS), facts)
+        raw, answer = await self._call_raw(ctx, "POST", path, body)
         if not isinstance(answer, dict):
             raise UpstreamError(f"{self.label} sent JSON that is not an object.")
         count, encoding = facts.input_count, facts.encoding
@@ -273,27 +287,31 @@ class OpenAICompatProvider:
 
     async def create_completion(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
         path = self.api_prefix + "/completions"
-        answer = await self._call_object(ctx, "POST", path, self.prepare_completion(body))
+        body = self.prepare_completion(self.supported(body, Operation.COMPLETIONS))
+        answer = await self._call_object(ctx, "POST", path, body)
         return normalize.text_completion(answer, model=facts.model, ident=self._ident(False))
 
     async def stream_completion(
         self, ctx: CallContext, body: Json, facts: RequestFacts
     ) -> ChunkStream:
         path = self.api_prefix + "/completions"
-        return await self._stream(ctx, path, self.prepare_completion(body), facts, chat=False)
+        body = self.prepare_completion(self.supported(body, Operation.COMPLETIONS))
+        return await self._stream(ctx, path, body, facts, chat=False)
 
     async def create_chat_completion(
         self, ctx: CallContext, body: Json, facts: RequestFacts
     ) -> Json:
         path = self.api_prefix + "/chat/completions"
-        answer = await self._call_object(ctx, "POST", path, self.prepare_chat(body))
+        body = self.prepare_chat(self.supported(body, Operation.CHAT))
+        answer = await self._call_object(ctx, "POST", path, body)
         return normalize.chat_completion(answer, model=facts.model, ident=self._ident(True))
 
     async def stream_chat_completion(
         self, ctx: CallContext, body: Json, facts: RequestFacts
     ) -> ChunkStream:
         path = self.api_prefix + "/chat/completions"
-        return await self._stream(ctx, path, self.prepare_chat(body), facts, chat=True)
+        body = self.prepare_chat(self.supported(body, Operation.CHAT))
+        return await self._stream(ctx, path, body, facts, chat=True)
 
 
 def developer_as_system(body: Json) -> Json:
