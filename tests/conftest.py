@@ -11,6 +11,8 @@ from tests.gateway import GatewayServer, make_config
 from tests.spec import take_violations
 from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 
+pytest_plugins = ["tests.log_guard"]  # fails the session if a log record carries a key
+
 GATEWAY_KEY = "gw-test-key-0123456789"
 CUSTOM_KEY = "sk-upstream-custom-secret-42"
 CEREBRAS_KEY = "csk-upstream-cerebras-secret-42"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -66,6 +67,10 @@ def check_config(config: Config) -> int:
     return 0
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(config: Config, workers: int) -> int:
     settings = config.settings
     configure_logging(settings.log_level, settings.log_format, Redactor(config.secrets()))
@@ -80,6 +85,9 @@ def serve(config: Config, workers: int) -> int:
         "server_header": False,
         "proxy_headers": False,
         "log_config": None,
+        # On SIGTERM uvicorn stops accepting at once and waits this long for in-flight
+        # requests and streams; the app's lifespan then closes the upstream pools.
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
     if workers > 1:
         # Workers are separate processes that build their own app from the environment, so the
@@ -94,7 +102,13 @@ def serve(config: Config, workers: int) -> int:
                 "oai_gateway.app:app_from_environment", factory=True, workers=workers, **options
             )
     else:
-        uvicorn.run(create_app(config), **options)
+        # uvicorn re-raises the SIGTERM it shut down on; under the default handler that would
+        # end a clean, drained shutdown with "killed by signal" instead of exit status 0.
+        previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            uvicorn.run(create_app(config), **options)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     request_timeout_s: float = Field(120.0, gt=0)
     max_request_bytes: int = Field(10_485_760, gt=0)
+    shutdown_grace_s: float = Field(30.0, gt=0)
     enable_security_headers: bool = True
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
     ollama_base_url: str = "http://127.0.0.1:11434"

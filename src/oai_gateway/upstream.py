@@ -19,6 +19,9 @@ CONNECT_RETRIES = 2
 _RETRY_BACKOFF_S = (0.05, 0.2)
 MAX_BODY_BYTES = 128 * 1024 * 1024
 _CHUNK = 64 * 1024
+# Optional instrumentation: oai_gateway.tracing appends its aiohttp TraceConfig here when
+# tracing is configured, before any client starts; empty (and so free) otherwise.
+TRACE_CONFIGS: list[aiohttp.TraceConfig] = []
 
 
 class Timer(Protocol):
@@ -125,7 +128,13 @@ class UpstreamClient:
             read_bufsize=256 * 1024,
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
+            trace_configs=TRACE_CONFIGS or None,  # tracing hook, see TRACE_CONFIGS
         )
+        # aiohttp silently resends a GET once when the connection drops after sending it; SPEC
+        # §4.2a allows no retry once the upstream may have the request, and it has no public
+        # switch for this, so the flag is turned off where the library keeps it.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
 
     async def aclose(self) -> None:
         if self._session is not None:
