@@ -1,11 +1,15 @@
-"""uvicorn's HTTP protocol, with its one app-less answer in OpenAI's error envelope.
+"""uvicorn's HTTP protocol, with its app-less answers in OpenAI's error envelope.
 
 httptools rejects a malformed request (a non-numeric Content-Length, a header with a raw CR,
 …) before any ASGI app runs, and uvicorn answers it with a text/plain 400. SPEC §5 wants every
-error, from any layer, in the envelope; this subclass is the only place that can give it.
+error, from any layer, in the envelope; this subclass is the only place that can give it. It
+also bounds the request head, which uvicorn's httptools protocol does not: without a limit a
+client can make the gateway buffer an endless header.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -13,34 +17,62 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from oai_gateway.middleware.request_id import new_request_id
 from oai_gateway.middleware.security_headers import SECURITY_HEADERS
 
-_BODY = orjson.dumps(
-    {
-        "error": {
-            "message": "The HTTP request is malformed and could not be parsed.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": None,
-        }
-    }
-)
+MAX_HEAD_BYTES = 64 * 1024
+_MALFORMED = "The HTTP request is malformed and could not be parsed."
+_HEAD_TOO_LARGE = f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes."
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+def _envelope(message: str) -> bytes:
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    return orjson.dumps({"error": error})
 
 
 class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol whose parser-level 400 is a JSON error envelope."""
+    """HttpToolsProtocol with a bounded request head and its errors in the JSON envelope."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # an error answer already ended this connection
+        if self._in_head:
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._send_error(431, _HEAD_TOO_LARGE)
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
 
     def send_400_response(self, msg: str) -> None:
-        lines = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self._send_error(400, _MALFORMED)
+
+    def _send_error(self, status: int, message: str) -> None:
+        body = _envelope(message)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
             lines.extend([name, b": ", value, b"\r\n"])
         headers = [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(_BODY)).encode()),
+            (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
             (b"x-request-id", new_request_id().encode()),
             *SECURITY_HEADERS,
         ]
         for name, value in headers:
             lines.extend([name, b": ", value, b"\r\n"])
-        lines.extend([b"\r\n", _BODY])
+        lines.extend([b"\r\n", body])
         self.transport.write(b"".join(lines))
         self.transport.close()
