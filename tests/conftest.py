@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from oai_gateway.config import Config
 from tests.gateway import GatewayServer, make_config
 from tests.spec import take_violations
 from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
@@ -62,21 +64,31 @@ def _fresh_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
         server.clear()
 
 
+def config_for(
+    custom: OpenAICompatUpstream,
+    ollama: OllamaUpstream,
+    cerebras: CerebrasUpstream,
+    **settings: Any,
+) -> Config:
+    """The gateway key and all three built-in providers in front of the given upstreams."""
+    return make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        custom_base_url=custom.base_url + "/v1",
+        custom_api_key=CUSTOM_KEY,
+        ollama_base_url=ollama.base_url,
+        cerebras_base_url=cerebras.base_url + "/v1",
+        cerebras_api_key=CEREBRAS_KEY,
+        **settings,
+    )
+
+
 @pytest.fixture(scope="session")
 def gateway(
     custom_upstream: OpenAICompatUpstream,
     ollama_upstream: OllamaUpstream,
     cerebras_upstream: CerebrasUpstream,
 ) -> Iterator[GatewayServer]:
-    config = make_config(
-        allowed_api_keys=GATEWAY_KEY,
-        custom_base_url=custom_upstream.base_url + "/v1",
-        custom_api_key=CUSTOM_KEY,
-        ollama_base_url=ollama_upstream.base_url,
-        cerebras_base_url=cerebras_upstream.base_url + "/v1",
-        cerebras_api_key=CEREBRAS_KEY,
-        request_timeout_s=3,
-    )
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=3)
     with GatewayServer(config) as server:
         yield server
 

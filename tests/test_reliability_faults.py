@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from oai_gateway import upstream as upstream_module
-from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY
+from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, config_for
 from tests.gateway import GatewayServer, make_config
 from tests.test_upstream_faults import check_error, closed_port, error_body
 from tests.upstreams import CerebrasUpstream, Fault, OllamaUpstream, OpenAICompatUpstream
@@ -239,15 +239,7 @@ def quick_client(
     ollama_upstream: OllamaUpstream,
     cerebras_upstream: CerebrasUpstream,
 ) -> Iterator[httpx.Client]:
-    config = make_config(
-        allowed_api_keys=GATEWAY_KEY,
-        custom_base_url=custom_upstream.base_url + "/v1",
-        custom_api_key=CUSTOM_KEY,
-        ollama_base_url=ollama_upstream.base_url,
-        cerebras_base_url=cerebras_upstream.base_url + "/v1",
-        cerebras_api_key=CEREBRAS_KEY,
-        request_timeout_s=0.25,
-    )
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=0.25)
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     with (
         GatewayServer(config) as server,

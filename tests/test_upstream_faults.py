@@ -17,7 +17,7 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY
+from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, config_for
 from tests.gateway import GatewayServer, make_config
 from tests.test_chat import PROMPT, chat_body, parse_sse
 from tests.upstreams import (
@@ -418,15 +418,7 @@ def quick_client(
     cerebras_upstream: CerebrasUpstream,
 ) -> Iterator[httpx.Client]:
     """A gateway in front of the shared upstreams with REQUEST_TIMEOUT_S=0.5."""
-    config = make_config(
-        allowed_api_keys=GATEWAY_KEY,
-        custom_base_url=custom_upstream.base_url + "/v1",
-        custom_api_key=CUSTOM_KEY,
-        ollama_base_url=ollama_upstream.base_url,
-        cerebras_base_url=cerebras_upstream.base_url + "/v1",
-        cerebras_api_key=CEREBRAS_KEY,
-        request_timeout_s=0.5,
-    )
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=0.5)
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     with (
         GatewayServer(config) as server,
