@@ -6,14 +6,16 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit setup setup-llm demo
+.PHONY: run test lint typecheck unit setup node-deps setup-llm demo
 
-setup: tests/node/node_modules/.package-lock.json
+setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	@$(UV) sync --frozen --quiet
 
 # The pinned Node SDK for tests/test_node_sdk.py, reinstalled only when its lock file changes.
 # Without npm this is skipped; that test then skips (or fails when CI=true).
+node-deps: tests/node/node_modules/.package-lock.json
+
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/node --silent --no-audit --no-fund && touch $@; \
@@ -29,7 +31,7 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
-unit: setup
+unit: setup node-deps
 	$(UV) run --frozen pytest --cov --cov-report=term
 
 test: lint typecheck unit
