@@ -1,11 +1,18 @@
 """Direct vs gateway (and the bare reference proxy) on the scenarios of the performance work.
 
     uv run python bench/run.py [--runs 3] [--quick] [--json bench/results/run.json]
+        [--targets direct,reference,gateway,litellm,portkey]
 
 Pins the target (gateway, reference proxy) to core 0 and the upstream and the load drivers to
 core 1, as the published figures were measured. Throughput and c=1 latency come from `wrk`
 (`apt-get install wrk`); streams and embeddings from a small aiohttp client. Prints a Markdown
 table of medians over the runs. Only 127.0.0.1; every loop is bounded.
+
+The peer gateways `litellm` (LiteLLM proxy, pip) and `portkey` (@portkey-ai/gateway, npm) are
+optional targets. The script installs a pinned version of each into its own throw-away
+environment under ~/.cache/oai-gateway/bench-peers/ on first use (never into the project's venv),
+starts it with one worker pinned to core 0 and routes it to the loopback upstream. A peer that
+cannot be installed or started is reported in one line and left out.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +43,12 @@ CHAT = {
     "max_tokens": 16,
 }
 TICKS = os.sysconf("SC_CLK_TCK")
+LITELLM_VERSION = "1.108.7"
+PORTKEY_VERSION = "1.15.2"
+HONO_NODE_SERVER_VERSION = "1.13.8"
+PEERS = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oai-gateway" / "bench-peers"
+)
 
 
 def pinned(core: int, argv: list[str]) -> list[str]:
@@ -45,11 +58,17 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 class Process:
     """A child process whose CPU time and memory can be read from /proc."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
         self.started = time.perf_counter()
-        self.popen = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        # A peer's output goes to a file so that a failed start can be diagnosed.
+        out = log.open("wb") if log else subprocess.DEVNULL
+        try:
+            self.popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if log and not isinstance(out, int):
+                out.close()
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -79,12 +98,20 @@ def free_port() -> int:
         return port
 
 
-async def _wait_ready(url: str, timeout_s: float, body: dict[str, object] | None) -> float:
+async def _wait_ready(
+    url: str,
+    timeout_s: float,
+    body: dict[str, object] | None,
+    extra: Mapping[str, str] | None = None,
+    process: Process | None = None,
+) -> float:
     """Seconds until `url` first answers 200 (POSTing `body` when given)."""
     started = time.perf_counter()
-    headers = {"authorization": f"Bearer {KEY}"}
+    headers = {"authorization": f"Bearer {KEY}", **(extra or {})}
     async with aiohttp.ClientSession() as session:
         while time.perf_counter() - started < timeout_s:
+            if process is not None and process.popen.poll() is not None:
+                raise RuntimeError(f"exited with status {process.popen.returncode} before serving")
             try:
                 request = (
                     session.post(url, json=body, headers=headers) if body else session.get(url)
@@ -94,7 +121,7 @@ async def _wait_ready(url: str, timeout_s: float, body: dict[str, object] | None
                         return time.perf_counter() - started
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005 if process is None else 0.1)
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
@@ -105,6 +132,7 @@ class Target:
     process: Process | None = None
     startup_s: float | None = None
     idle_rss_mb: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
 
 def start_upstream(port: int, chunks: int) -> Process:
@@ -141,6 +169,130 @@ def start_reference(upstream: str) -> Target:
     return Target("reference", url, process, startup, process.rss_mb())
 
 
+# -- peer gateways -------------------------------------------------------------------------
+
+
+def _install(marker: Path, steps: list[list[str]], timeout_s: float, log: Path) -> None:
+    """Run the install steps once; `marker` records a finished install of this version."""
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with log.open("w") as out:
+        for step in steps:
+            left = deadline - time.monotonic()
+            try:
+                subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, timeout=left, check=True)
+            except subprocess.TimeoutExpired as error:
+                raise RuntimeError(
+                    f"install timed out after {timeout_s:.0f} s (see {log})"
+                ) from error
+            except subprocess.CalledProcessError as error:
+                raise RuntimeError(
+                    f"install failed: {step[0]} {error.returncode} (see {log})"
+                ) from error
+    marker.write_text("ok\n")
+
+
+def _start_peer(
+    name: str, argv: list[str], env: dict[str, str], base: str, headers: dict[str, str]
+) -> Target:
+    log = PEERS / f"{name}.log"
+    process = Process(pinned(0, argv), env, log)
+    try:
+        asyncio.run(_wait_ready(base + "/chat/completions", 120, CHAT, headers, process))
+    except Exception as error:
+        process.stop()
+        raise RuntimeError(f"{error} (see {log})") from error
+    except BaseException:
+        process.stop()
+        raise
+    startup = time.perf_counter() - process.started
+    return Target(name, base, process, startup, process.rss_mb(), headers)
+
+
+def _quiet_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return {**env, "NO_PROXY": "127.0.0.1,localhost", **extra}
+
+
+def start_litellm(upstream: str) -> Target:
+    home = PEERS / "litellm"
+    python = home / "bin" / "python"
+    _install(
+        home / f".installed-{LITELLM_VERSION}",
+        [
+            [shutil.which("python3") or sys.executable, "-m", "venv", str(home)],
+            [str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+        ],
+        900,
+        PEERS / "litellm-install.log",
+    )
+    port = free_port()
+    config = home / "bench-config.yaml"
+    # YAML is a superset of JSON, so the config needs no YAML writer here.
+    models = [
+        {
+            "model_name": model,
+            "litellm_params": {"model": f"openai/{model}", "api_base": upstream, "api_key": "x"},
+        }
+        for model in ("bench-model", "bench-embedding")
+    ]
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": models,
+                "general_settings": {"master_key": KEY},
+                "litellm_settings": {"telemetry": False, "set_verbose": False},
+            },
+            indent=1,
+        )
+    )
+    env = _quiet_env(
+        # No phoning home: telemetry off, the model cost map from the package, not GitHub.
+        LITELLM_TELEMETRY="False",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",
+        DISABLE_ADMIN_UI="True",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    argv = [str(home / "bin" / "litellm"), "--config", str(config)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    return _start_peer("litellm", argv, env, f"http://127.0.0.1:{port}/v1", {})
+
+
+def start_portkey(upstream: str) -> Target:
+    home = PEERS / "portkey"
+    marker = home / f".installed-{PORTKEY_VERSION}-{HONO_NODE_SERVER_VERSION}"
+    if not marker.exists():
+        shutil.rmtree(home, ignore_errors=True)  # an override only applies to a fresh tree
+        home.mkdir(parents=True)
+        # @hono/node-server from 1.14 on hands Portkey upstream responses whose headers are
+        # immutable, and every stream fails with "TypeError: immutable" (Portkey-AI/gateway#1389).
+        package = {
+            "private": True,
+            "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
+            "overrides": {"@hono/node-server": HONO_NODE_SERVER_VERSION},
+        }
+        (home / "package.json").write_text(json.dumps(package))
+    npm = ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(home)]
+    _install(marker, [npm], 600, PEERS / "portkey-install.log")
+    port = free_port()
+    server = home / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    argv = ["node", str(server), f"--port={port}", "--headless"]
+    env = _quiet_env(NODE_ENV="production")
+    # Portkey routes by header: the openai provider with a custom (loopback) base URL.
+    headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
+    return _start_peer("portkey", argv, env, f"http://127.0.0.1:{port}/v1", headers)
+
+
+PEER_STARTERS: dict[str, Callable[[str], Target]] = {
+    "litellm": start_litellm,
+    "portkey": start_portkey,
+}
+
+
 # -- load drivers ---------------------------------------------------------------------------
 
 
@@ -162,14 +314,23 @@ def _ms(text: str) -> float:
     )
 
 
-def wrk(url: str, connections: int, seconds: float, body: dict[str, object]) -> WrkResult:
+def wrk(
+    url: str,
+    connections: int,
+    seconds: float,
+    body: dict[str, object],
+    extra: Mapping[str, str] | None = None,
+) -> WrkResult:
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {KEY}",
+        **(extra or {}),
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
-            f"wrk.body = {json.dumps(json.dumps(body))}\n"
-        )
+        script.write('wrk.method = "POST"\n')
+        for name, value in headers.items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
+        script.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
     output = subprocess.run(pinned(1, argv), capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
@@ -189,12 +350,14 @@ class StreamResult:
     streams: int
 
 
-async def _streams(url: str, concurrency: int, total: int) -> StreamResult:
+async def _streams(
+    url: str, concurrency: int, total: int, extra: Mapping[str, str] | None = None
+) -> StreamResult:
     body = {**CHAT, "stream": True}
     first: list[float] = []
     remaining = total
     connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"authorization": f"Bearer {KEY}"}
+    headers = {"authorization": f"Bearer {KEY}", **(extra or {})}
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
@@ -218,12 +381,16 @@ async def _streams(url: str, concurrency: int, total: int) -> StreamResult:
     return StreamResult(total / elapsed, statistics.median(first), total)
 
 
-def streams(url: str, concurrency: int, total: int) -> StreamResult:
-    return asyncio.run(_streams(url, concurrency, total))
+def streams(
+    url: str, concurrency: int, total: int, extra: Mapping[str, str] | None = None
+) -> StreamResult:
+    return asyncio.run(_streams(url, concurrency, total, extra))
 
 
-async def _latencies(url: str, body: dict[str, object], count: int) -> float:
-    headers = {"authorization": f"Bearer {KEY}"}
+async def _latencies(
+    url: str, body: dict[str, object], count: int, extra: Mapping[str, str] | None = None
+) -> float:
+    headers = {"authorization": f"Bearer {KEY}", **(extra or {})}
     samples = []
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
@@ -267,7 +434,7 @@ def measure(target: Target, results: Measure, quick: bool) -> None:
         outcome: list[WrkResult] = []
 
         def load(c: int = connections, out: list[WrkResult] = outcome) -> int:
-            out.append(wrk(chat, c, secs, CHAT))
+            out.append(wrk(chat, c, secs, CHAT, target.headers))
             return out[-1].requests
 
         _, cpu = cpu_per(target, load)
@@ -279,7 +446,7 @@ def measure(target: Target, results: Measure, quick: bool) -> None:
         stream_outcome: list[StreamResult] = []
 
         def stream_load(c: int = concurrency, out: list[StreamResult] = stream_outcome) -> int:
-            out.append(streams(chat, c, n_streams))
+            out.append(streams(chat, c, n_streams, target.headers))
             return out[-1].streams
 
         _, cpu = cpu_per(target, stream_load)
@@ -287,7 +454,8 @@ def measure(target: Target, results: Measure, quick: bool) -> None:
         if cpu is not None:
             results.add(f"stream c={concurrency} cpu ms/stream", cpu)
     results.add(
-        "stream c=1 first chunk p50 ms", streams(chat, 1, 100 if quick else 300).first_chunk_p50_ms
+        "stream c=1 first chunk p50 ms",
+        streams(chat, 1, 100 if quick else 300, target.headers).first_chunk_p50_ms,
     )
     embed: dict[str, object] = {
         "model": "bench-embedding",
@@ -295,7 +463,9 @@ def measure(target: Target, results: Measure, quick: bool) -> None:
     }
     results.add(
         "embeddings 64x1536 p50 ms",
-        asyncio.run(_latencies(target.base + "/embeddings", embed, 30 if quick else 100)),
+        asyncio.run(
+            _latencies(target.base + "/embeddings", embed, 30 if quick else 100, target.headers)
+        ),
     )
     if target.process is not None:
         results.add("RSS after load MB", target.process.rss_mb())
@@ -352,32 +522,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install -y wrk", file=sys.stderr)
         return 2
-    wanted = args.targets.split(",")
+    wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
+    known = {"direct", "reference", "gateway", *PEER_STARTERS}
+    if unknown := [name for name in wanted if name not in known]:
+        print(f"unknown targets {unknown}; known: {sorted(known)}", file=sys.stderr)
+        return 2
     by_target: dict[str, Measure] = {name: Measure() for name in wanted}
+    skipped: set[str] = set()
     upstream_port = free_port()
     upstream = start_upstream(upstream_port, chunks=20)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     try:
         for run in range(args.runs):
             for name in wanted:
+                if name in skipped:
+                    continue
                 print(f"run {run + 1}/{args.runs}: {name}", file=sys.stderr)
                 if name == "direct":
                     target = Target("direct", upstream_url)
                 elif name == "reference":
                     target = start_reference(upstream_url)
-                else:
+                elif name == "gateway":
                     target = start_gateway(upstream_url)
+                else:
+                    try:
+                        target = PEER_STARTERS[name](upstream_url)
+                    except Exception as error:  # a missing peer must not end the run
+                        print(f"skipping {name}: {error}", file=sys.stderr)
+                        skipped.add(name)
+                        continue
                 try:
                     if target.startup_s is not None:
                         by_target[name].add("startup s", target.startup_s)
                     if target.idle_rss_mb is not None:
                         by_target[name].add("idle RSS MB", target.idle_rss_mb)
                     measure(target, by_target[name], args.quick)
+                except Exception as error:
+                    if name not in PEER_STARTERS:
+                        raise
+                    print(f"{name} failed under load, partial figures: {error!r}", file=sys.stderr)
                 finally:
                     if target.process is not None:
                         target.process.stop()
     finally:
         upstream.stop()
+    for name in skipped:
+        if not by_target[name].values:
+            del by_target[name]
     print(table(by_target))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
