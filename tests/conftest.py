@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -80,6 +81,23 @@ def config_for(
         cerebras_api_key=CEREBRAS_KEY,
         **settings,
     )
+
+
+@contextmanager
+def short_timeout_client(
+    custom: OpenAICompatUpstream,
+    ollama: OllamaUpstream,
+    cerebras: CerebrasUpstream,
+    timeout_s: float,
+) -> Iterator[httpx.Client]:
+    """A client of a second gateway, in front of the same upstreams, with a short timeout."""
+    config = config_for(custom, ollama, cerebras, request_timeout_s=timeout_s)
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with (
+        GatewayServer(config) as server,
+        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
+    ):
+        yield http
 
 
 @pytest.fixture(scope="session")

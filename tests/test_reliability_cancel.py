@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.conftest import CHAT_MODEL, GATEWAY_KEY
-from tests.gateway import GatewayServer
+from tests.gateway import GatewayServer, read_until
+from tests.gateway import open_raw as raw_post
 from tests.upstreams import Fault, OpenAICompatUpstream
 
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
@@ -63,26 +63,7 @@ def steady(probe: Callable[[], int]) -> int:
 
 
 def open_raw(gateway: GatewayServer, path: str, body: dict[str, Any]) -> socket.socket:
-    payload = orjson.dumps(body)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-        f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    )
-    conn = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
-    conn.sendall(head.encode() + payload)
-    return conn
-
-
-def read_until(conn: socket.socket, marker: bytes) -> bytes:
-    received = b""
-    deadline = time.monotonic() + 5
-    while marker not in received:
-        assert time.monotonic() < deadline, received
-        part = conn.recv(65536)
-        assert part, f"closed before {marker!r}: {received!r}"
-        received += part
-    return received
+    return raw_post(gateway.port, path, body, GATEWAY_KEY)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from oai_gateway import upstream as upstream_module
-from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, config_for
+from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
 from tests.gateway import GatewayServer, make_config
 from tests.test_upstream_faults import check_error, closed_port, error_body
 from tests.upstreams import CerebrasUpstream, Fault, OllamaUpstream, OpenAICompatUpstream
@@ -239,12 +239,7 @@ def quick_client(
     ollama_upstream: OllamaUpstream,
     cerebras_upstream: CerebrasUpstream,
 ) -> Iterator[httpx.Client]:
-    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=0.25)
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as server,
-        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
-    ):
+    with short_timeout_client(custom_upstream, ollama_upstream, cerebras_upstream, 0.25) as http:
         yield http
 
 

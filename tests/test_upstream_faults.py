@@ -17,8 +17,9 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, config_for
-from tests.gateway import GatewayServer, make_config
+from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
+from tests.gateway import GatewayServer, make_config, read_until
+from tests.gateway import open_raw as raw_post
 from tests.test_chat import PROMPT, chat_body, parse_sse
 from tests.upstreams import (
     CerebrasUpstream,
@@ -418,12 +419,7 @@ def quick_client(
     cerebras_upstream: CerebrasUpstream,
 ) -> Iterator[httpx.Client]:
     """A gateway in front of the shared upstreams with REQUEST_TIMEOUT_S=0.5."""
-    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=0.5)
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as server,
-        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
-    ):
+    with short_timeout_client(custom_upstream, ollama_upstream, cerebras_upstream, 0.5) as http:
         yield http
 
 
@@ -505,28 +501,7 @@ def test_break_before_the_first_chunk(
 
 def open_raw(gateway: GatewayServer, provider: str, body: Json) -> socket.socket:
     """Send a chat request on a bare socket, so the test decides exactly when to hang up."""
-    payload = orjson.dumps(body)
-    head = (
-        f"POST {CHAT_PATH.format(provider)} HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{gateway.port}\r\n"
-        f"Authorization: Bearer {GATEWAY_KEY}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    )
-    conn = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
-    conn.sendall(head.encode() + payload)
-    return conn
-
-
-def read_until(conn: socket.socket, marker: bytes) -> bytes:
-    received = b""
-    deadline = time.monotonic() + 5
-    while marker not in received:
-        assert time.monotonic() < deadline, received
-        part = conn.recv(65536)
-        assert part, f"connection closed before {marker!r}: {received!r}"
-        received += part
-    return received
+    return raw_post(gateway.port, CHAT_PATH.format(provider), body, GATEWAY_KEY)
 
 
 @pytest.fixture
