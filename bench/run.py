@@ -1,12 +1,17 @@
 """Direct vs gateway (and the bare reference proxy) on the scenarios of the performance work.
 
     uv run python bench/run.py [--runs 3] [--quick] [--json bench/results/run.json]
-        [--targets direct,reference,gateway,litellm,portkey]
+        [--targets direct,reference,gateway,gateway-granian,gateway-w2,litellm,portkey]
 
 Pins the target (gateway, reference proxy) to core 0 and the upstream and the load drivers to
-core 1, as the published figures were measured. Throughput and c=1 latency come from `wrk`
-(`apt-get install wrk`); streams and embeddings from a small aiohttp client. Prints a Markdown
-table of medians over the runs. Only 127.0.0.1; every loop is bounded.
+core 1, as the published figures were measured. Two more gateway targets are optional:
+`gateway-granian` is the gateway's configuration served by granian (one worker, one runtime
+thread, HTTP/1) instead of uvicorn, and `gateway-w2` is `serve --workers 2`, pinned to cores 0
+and 1, which it then shares with the upstream and the load drivers. A target's CPU time and RSS
+are summed over its process and all its descendants (server supervisor plus workers).
+Throughput and c=1 latency come from `wrk` (`apt-get install wrk`); streams and embeddings from
+a small aiohttp client. Prints a Markdown table of medians over the runs. Only 127.0.0.1; every
+loop is bounded.
 
 The peer gateways `litellm` (LiteLLM proxy, pip) and `portkey` (@portkey-ai/gateway, npm) are
 optional targets. The script installs a pinned version of each into its own throw-away
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -51,12 +57,61 @@ PEERS = (
 )
 
 
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+def pinned(cores: int | str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cores), *argv] if shutil.which("taskset") else argv
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name, which may contain spaces."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _descendants(root: int) -> list[int]:
+    # /proc/<pid>/task/*/children needs CONFIG_PROC_CHILDREN, which not every kernel has, so
+    # the tree is rebuilt from every process's parent id.
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # gone since the listing
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return 0.0
+    # Children it has reaped count too (cutime, cstime), so that CPU spent by a worker that
+    # exits during a load does not vanish from the total.
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Process:
-    """A child process whose CPU time and memory can be read from /proc."""
+    """A child process whose CPU time and memory, with its descendants', come from /proc.
+
+    Servers with a supervisor (uvicorn with several workers, granian even with one) serve from
+    child processes, so figures for the started process alone would miss the work.
+    """
 
     def __init__(
         self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
@@ -70,23 +125,41 @@ class Process:
             if log and not isinstance(out, int):
                 out.close()
 
+    def pids(self) -> list[int]:
+        return [self.popen.pid, *_descendants(self.popen.pid)]
+
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return sum(_cpu_s(pid) for pid in self.pids())
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        # Shared pages (the interpreter, libraries) count once per process, so for a
+        # multi-process server this is an upper bound on the memory it really takes.
+        return sum(_rss_mb(pid) for pid in self.pids())
+
+    def settle(self, timeout_s: float, window_s: float = 0.25) -> None:
+        """Wait until the process tree is idle, e.g. until every worker has finished booting."""
+        deadline = time.monotonic() + timeout_s
+        before = self.cpu_s()
+        while time.monotonic() < deadline:
+            time.sleep(window_s)
+            now = self.cpu_s()
+            if now - before < 2 / TICKS:
+                return
+            before = now
+        raise RuntimeError(f"still busy {timeout_s} s after serving its first request")
 
     def stop(self) -> None:
+        descendants = _descendants(self.popen.pid)
         self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(timeout=5)
+            # A supervisor killed outright leaves its workers behind, still holding the port.
+            for pid in descendants:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -104,6 +177,8 @@ async def _wait_ready(
     body: dict[str, object] | None,
     extra: Mapping[str, str] | None = None,
     process: Process | None = None,
+    *,
+    poll_s: float = 0.005,
 ) -> float:
     """Seconds until `url` first answers 200 (POSTing `body` when given)."""
     started = time.perf_counter()
@@ -121,7 +196,7 @@ async def _wait_ready(
                         return time.perf_counter() - started
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.005 if process is None else 0.1)
+            await asyncio.sleep(poll_s)
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
@@ -142,31 +217,79 @@ def start_upstream(port: int, chunks: int) -> Process:
     return process
 
 
-def start_gateway(upstream: str) -> Target:
-    port = free_port()
-    env = {
+def _start_local(
+    name: str,
+    argv: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    cores: int | str = 0,
+    settle: bool = False,
+) -> Target:
+    process = Process(pinned(cores, argv), env)
+    url = f"http://127.0.0.1:{port}/custom/v1"
+    try:
+        asyncio.run(_wait_ready(url + "/chat/completions", 20, CHAT, process=process))
+        startup = time.perf_counter() - process.started
+        if settle:
+            # The first answer comes from whichever worker is up first; the others must not
+            # boot during the first load, or their start-up CPU is charged to its requests.
+            process.settle(20)
+    except BaseException:
+        process.stop()
+        raise
+    return Target(name, url, process, startup, process.rss_mb())
+
+
+def _gateway_env(upstream: str) -> dict[str, str]:
+    return {
         **os.environ,
         "CUSTOM_BASE_URL": upstream,
         "ALLOWED_API_KEYS": KEY,
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
     }
+
+
+def start_gateway(upstream: str) -> Target:
+    port = free_port()
     argv = [sys.executable, "-m", "oai_gateway", "serve", "--port", str(port)]
-    process = Process(pinned(0, argv), env)
-    url = f"http://127.0.0.1:{port}/custom/v1"
-    asyncio.run(_wait_ready(url + "/chat/completions", 20, CHAT))
-    startup = time.perf_counter() - process.started
-    return Target("gateway", url, process, startup, process.rss_mb())
+    return _start_local("gateway", argv, port, _gateway_env(upstream))
+
+
+def start_gateway_w2(upstream: str) -> Target:
+    port = free_port()
+    argv = [sys.executable, "-m", "oai_gateway", "serve", "--port", str(port), "--workers", "2"]
+    # Two workers on one core would only measure context switches.
+    return _start_local("gateway-w2", argv, port, _gateway_env(upstream), cores="0,1", settle=True)
+
+
+def start_gateway_granian(upstream: str) -> Target:
+    port = free_port()
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # One runtime thread and HTTP/1 only, like uvicorn's single event loop; no websockets, as
+    # the gateway runs uvicorn with ws="none".
+    argv += ["--runtime-threads", "1", "--http", "1", "--loop", "uvloop", "--no-ws"]
+    # The gateway writes its own access line per request, as it does under uvicorn; a second
+    # one from the server would be extra work that uvicorn does not do.
+    argv += ["--no-access-log", "--log-level", "info"]
+    argv += ["oai_gateway.app:app_from_environment"]
+    return _start_local("gateway-granian", argv, port, _gateway_env(upstream))
 
 
 def start_reference(upstream: str) -> Target:
     port = free_port()
     argv = [sys.executable, str(ROOT / "bench" / "reference_proxy.py"), "--port", str(port)]
-    process = Process(pinned(0, [*argv, "--upstream", upstream]))
-    url = f"http://127.0.0.1:{port}/custom/v1"
-    asyncio.run(_wait_ready(url + "/chat/completions", 20, CHAT))
-    startup = time.perf_counter() - process.started
-    return Target("reference", url, process, startup, process.rss_mb())
+    return _start_local("reference", [*argv, "--upstream", upstream], port)
+
+
+LOCAL_STARTERS: dict[str, Callable[[str], Target]] = {
+    "reference": start_reference,
+    "gateway": start_gateway,
+    "gateway-granian": start_gateway_granian,
+    "gateway-w2": start_gateway_w2,
+}
 
 
 # -- peer gateways -------------------------------------------------------------------------
@@ -200,7 +323,9 @@ def _start_peer(
     log = PEERS / f"{name}.log"
     process = Process(pinned(0, argv), env, log)
     try:
-        asyncio.run(_wait_ready(base + "/chat/completions", 120, CHAT, headers, process))
+        asyncio.run(
+            _wait_ready(base + "/chat/completions", 120, CHAT, headers, process, poll_s=0.1)
+        )
     except Exception as error:
         process.stop()
         raise RuntimeError(f"{error} (see {log})") from error
@@ -487,6 +612,15 @@ ROWS = (
 )
 
 
+NOTES = {
+    "gateway-granian": "gateway-granian: the gateway served by granian instead of uvicorn; CPU "
+    "and RSS include granian's supervisor process.",
+    "gateway-w2": "gateway-w2: two uvicorn workers pinned to cores 0 and 1, which the upstream "
+    "and the load drivers share; CPU and RSS are summed over all its processes (supervisor, "
+    "both workers and multiprocessing's resource tracker).",
+}
+
+
 def table(by_target: dict[str, Measure]) -> str:
     names = list(by_target)
     lines = [
@@ -509,6 +643,8 @@ def table(by_target: dict[str, Measure]) -> str:
         else:
             versus = f"+{gateway - direct:.3f} ms" if key.endswith("ms") else ""
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {versus} |")
+    if notes := [NOTES[name] for name in names if name in NOTES]:
+        lines += ["", *notes]
     return "\n".join(lines)
 
 
@@ -523,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wrk is needed: apt-get install -y wrk", file=sys.stderr)
         return 2
     wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
-    known = {"direct", "reference", "gateway", *PEER_STARTERS}
+    known = {"direct", *LOCAL_STARTERS, *PEER_STARTERS}
     if unknown := [name for name in wanted if name not in known]:
         print(f"unknown targets {unknown}; known: {sorted(known)}", file=sys.stderr)
         return 2
@@ -540,10 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"run {run + 1}/{args.runs}: {name}", file=sys.stderr)
                 if name == "direct":
                     target = Target("direct", upstream_url)
-                elif name == "reference":
-                    target = start_reference(upstream_url)
-                elif name == "gateway":
-                    target = start_gateway(upstream_url)
+                elif name in LOCAL_STARTERS:
+                    target = LOCAL_STARTERS[name](upstream_url)
                 else:
                     try:
                         target = PEER_STARTERS[name](upstream_url)
