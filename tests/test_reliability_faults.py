@@ -14,14 +14,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 
 from oai_gateway import upstream as upstream_module
+from oai_gateway.upstream import UpstreamClient
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
 from tests.gateway import GatewayServer, make_config
 from tests.test_upstream_faults import check_error, closed_port, error_body
@@ -258,20 +257,22 @@ def test_slow_upstream_times_out(
 
 
 class AttemptCounter:
-    """Counts the gateway's upstream request attempts via aiohttp's own trace hooks."""
+    """Counts the gateway's upstream request attempts through the client's request hook."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.count = 0
-        self.config = aiohttp.TraceConfig()
-        self.config.on_request_start.append(self._started)
 
-    async def _started(
-        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
-    ) -> None:
-        del session, context
-        if params.url.port == self.port:
+    def started(
+        self, client: UpstreamClient, method: str, path: str, headers: dict[str, str]
+    ) -> object:
+        del method, path, headers
+        if client.port == self.port:
             self.count += 1
+        return None
+
+    def finished(self, token: object, status: int | None, error: BaseException | None) -> None:
+        del token, status, error
 
 
 @pytest.fixture
@@ -279,7 +280,7 @@ def refused() -> Iterator[tuple[httpx.Client, AttemptCounter]]:
     """A gateway whose every upstream is a loopback port nobody listens on."""
     port = closed_port()
     counter = AttemptCounter(port)
-    upstream_module.TRACE_CONFIGS.append(counter.config)
+    upstream_module.REQUEST_HOOKS.append(counter)
     config = make_config(
         allowed_api_keys=GATEWAY_KEY,
         custom_base_url=f"http://127.0.0.1:{port}/v1",
@@ -296,7 +297,7 @@ def refused() -> Iterator[tuple[httpx.Client, AttemptCounter]]:
         ):
             yield http, counter
     finally:
-        upstream_module.TRACE_CONFIGS.remove(counter.config)
+        upstream_module.REQUEST_HOOKS.remove(counter)
 
 
 @pytest.mark.parametrize(("provider", "call"), CALLS, ids=CALL_IDS)

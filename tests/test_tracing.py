@@ -237,7 +237,7 @@ def test_off_imports_no_opentelemetry(tmp_path: Path) -> None:
         "app = create_app(load_config({}))\n"
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
         "from oai_gateway import upstream\n"
-        "assert upstream.TRACE_CONFIGS == []\n"
+        "assert upstream.REQUEST_HOOKS == []\n"
         "print('ok')\n"
     )
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}

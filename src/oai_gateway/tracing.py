@@ -4,11 +4,10 @@ Off unless the standard `OTEL_*` variables ask for traces (`OTEL_TRACES_EXPORTER
 endpoint) and the `tracing` extra is installed. When off, `instrument` returns the app unchanged
 and nothing from `opentelemetry` is imported, so the request path pays nothing.
 
-The upstream side uses aiohttp's own instrumentation API (`TraceConfig`), handed to the
-upstream client through `oai_gateway.upstream.TRACE_CONFIGS`; it injects the W3C `traceparent`
-of the client span into the upstream request. Attributes follow OpenTelemetry's HTTP and GenAI
-semantic conventions (`gen_ai.provider.name`, and the older `gen_ai.system` that many backends
-still read).
+The upstream side is a `RequestHook` registered in `oai_gateway.upstream.REQUEST_HOOKS`; it
+opens a client span per upstream attempt and injects its W3C `traceparent` into the request.
+Attributes follow OpenTelemetry's HTTP and GenAI semantic conventions (`gen_ai.provider.name`,
+and the older `gen_ai.system` that many backends still read).
 """
 
 # Lazy imports are the point of this module: opentelemetry loads only when tracing is on.
@@ -20,10 +19,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-
-import aiohttp
 
 from oai_gateway import upstream
 from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
@@ -205,75 +201,57 @@ _hook_installed = False
 
 
 def _install_upstream_hook(tracer: Tracer) -> None:
-    """Register the aiohttp TraceConfig that opens the client spans (once per process)."""
+    """Register the hook that opens the client spans (once per process)."""
     global _hook_installed  # noqa: PLW0603 - one hook per process, whatever the app count
     if _hook_installed:
         return
-    upstream.TRACE_CONFIGS.append(_upstream_trace_config(tracer))
+    upstream.REQUEST_HOOKS.append(_UpstreamSpans(tracer))
     _hook_installed = True
 
 
-def _upstream_trace_config(tracer: Tracer) -> aiohttp.TraceConfig:
-    from opentelemetry import trace
-    from opentelemetry.propagate import inject
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+class _UpstreamSpans:
+    """A client span per upstream attempt, child of the request's server span."""
 
-    async def on_start(
-        session: aiohttp.ClientSession,
-        ctx: SimpleNamespace,
-        params: aiohttp.TraceRequestStartParams,
-    ) -> None:
-        del session
-        ctx.span = None
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def started(
+        self, client: upstream.UpstreamClient, method: str, path: str, headers: dict[str, str]
+    ) -> object:
+        from opentelemetry import trace
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind
+
         request = _current_request.get()
         if request is None or not trace.get_current_span().is_recording():
-            return  # not inside a traced request (readiness probes, other apps in the process)
-        url = params.url
+            return None  # not inside a traced request (readiness probes, other apps in the process)
         attributes: dict[str, Any] = {
-            "http.request.method": params.method,
-            "url.full": str(url.with_query(None)),
-            "server.address": url.host or "",
-            "server.port": url.port or 0,
+            "http.request.method": method,
+            "url.full": client.base_url.rstrip("/") + path,
+            "server.address": client.host,
+            "server.port": client.port,
         }
         if request.provider is not None:
             attributes["gen_ai.provider.name"] = request.provider
             attributes["gen_ai.system"] = request.provider
         if request.model:
             attributes["gen_ai.request.model"] = request.model
-        span = tracer.start_span(params.method, kind=SpanKind.CLIENT, attributes=attributes)
-        ctx.span = span
-        inject(params.headers, context=trace.set_span_in_context(span))
+        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        inject(headers, context=trace.set_span_in_context(span))
+        return span
 
-    async def on_end(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-    ) -> None:
-        del session
-        span = ctx.span
-        if span is None:
+    def finished(self, token: object, status: int | None, error: BaseException | None) -> None:
+        from opentelemetry.trace import Span, Status, StatusCode
+
+        if not isinstance(token, Span):
             return
-        status = params.response.status
-        span.set_attribute("http.response.status_code", status)
-        if status >= 400:
-            span.set_status(Status(StatusCode.ERROR, str(status)))
-            span.set_attribute("error.type", str(status))
-        span.end()
-
-    async def on_exception(
-        session: aiohttp.ClientSession,
-        ctx: SimpleNamespace,
-        params: aiohttp.TraceRequestExceptionParams,
-    ) -> None:
-        del session
-        span = getattr(ctx, "span", None)
-        if span is None:
-            return
-        span.record_exception(params.exception)
-        span.set_status(Status(StatusCode.ERROR, type(params.exception).__name__))
-        span.set_attribute("error.type", type(params.exception).__qualname__)
-        span.end()
-
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(on_start)
-    config.on_request_end.append(on_end)
-    config.on_request_exception.append(on_exception)
-    return config
+        if error is not None:
+            token.record_exception(error)
+            token.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            token.set_attribute("error.type", type(error).__qualname__)
+        elif status is not None:
+            token.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                token.set_status(Status(StatusCode.ERROR, str(status)))
+                token.set_attribute("error.type", str(status))
+        token.end()

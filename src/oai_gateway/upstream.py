@@ -1,27 +1,29 @@
-"""The one module that talks HTTP to upstreams: a pooled, long-lived aiohttp client per provider.
+"""The gateway's upstream policy: one keep-alive pool per provider, timeouts, retries, limits.
 
-aiohttp was chosen over httpx by measurement (see docs/performance.md); nothing outside this
-module imports either library, so the choice can be revisited in one place.
+The HTTP/1.1 itself is `http1.py`, a client built for exactly this traffic after aiohttp (itself
+chosen over httpx) was measured spending most of the gateway's per-request CPU; see
+docs/performance.md. Nothing outside these two modules touches an upstream socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
-
+from oai_gateway import http1
 from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 
 CONNECT_RETRIES = 2
 _RETRY_BACKOFF_S = (0.05, 0.2)
 MAX_BODY_BYTES = 128 * 1024 * 1024
-_CHUNK = 64 * 1024
-# Optional instrumentation: oai_gateway.tracing appends its aiohttp TraceConfig here when
-# tracing is configured, before any client starts; empty (and so free) otherwise.
-TRACE_CONFIGS: list[aiohttp.TraceConfig] = []
+# Shorter than the 5 s idle limit of common servers, so a pooled connection is dropped here
+# before the upstream closes it under a request that could then not be retried.
+_KEEPALIVE_S = 4.0
+_MAX_CONNECT_S = 10.0
 
 
 class Timer(Protocol):
@@ -30,65 +32,81 @@ class Timer(Protocol):
     upstream_s: float
 
 
+class RequestHook(Protocol):
+    """Sees every upstream attempt (tracing); may add headers to the request it is shown."""
+
+    def started(
+        self, client: UpstreamClient, method: str, path: str, headers: dict[str, str]
+    ) -> object: ...
+
+    def finished(self, token: object, status: int | None, error: BaseException | None) -> None: ...
+
+
+# Optional instrumentation: oai_gateway.tracing registers its hook here when tracing is
+# configured, before any client starts; empty (and so free) otherwise.
+REQUEST_HOOKS: list[RequestHook] = []
+
+
 class UpstreamResponse:
     """An upstream answer whose headers have arrived; the body is read on demand."""
 
-    __slots__ = ("_client", "_response", "_timer", "headers", "status")
+    __slots__ = ("_client", "_connection", "_timer", "headers", "status")
 
-    def __init__(
-        self, client: UpstreamClient, response: aiohttp.ClientResponse, timer: Timer
-    ) -> None:
+    def __init__(self, client: UpstreamClient, connection: http1.Connection, timer: Timer) -> None:
         self._client = client
-        self._response = response
+        self._connection: http1.Connection | None = connection
         self._timer = timer
-        self.status = response.status
-        self.headers: Mapping[str, str] = response.headers
+        self.status = connection.status
+        self.headers: Mapping[str, str] = connection.headers
 
     @property
     def content_type(self) -> str:
-        return self._response.content_type
+        value = self.headers.get("content-type", "application/octet-stream")
+        return value.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
         """The whole body, at most MAX_BODY_BYTES (an oversized body is an upstream error)."""
         started = time.perf_counter()
         try:
-            length = self._response.content_length
-            if length is not None and length <= MAX_BODY_BYTES:
-                return await self._response.read()
+            if int(self.headers.get("content-length", 0)) > MAX_BODY_BYTES:
+                raise self._too_large()
             parts: list[bytes] = []
             size = 0
-            async for part in self._response.content.iter_chunked(_CHUNK):
+            async for part in self.chunks():
                 size += len(part)
                 if size > MAX_BODY_BYTES:
-                    raise UpstreamError(
-                        f"{self._client.label} sent a response larger than {MAX_BODY_BYTES} bytes."
-                    )
+                    raise self._too_large()
                 parts.append(part)
-            return b"".join(parts)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise self._client.transport_error(exc) from None
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
             self._timer.upstream_s += time.perf_counter() - started
             self.close()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; waits between chunks are bounded by the provider timeout."""
+        """Body bytes as they arrive; waits between them are bounded by the provider timeout."""
+        connection = self._connection
+        if connection is None:
+            return
         try:
-            async for part in self._response.content.iter_any():
+            while part := await connection.read_chunk():
                 yield part
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
             raise self._client.transport_error(exc) from None
 
     def close(self) -> None:
         """Release the connection; an unfinished body closes it so the upstream stops work."""
-        if self._response.content.is_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.release()
+
+    def _too_large(self) -> UpstreamError:
+        return UpstreamError(
+            f"{self._client.label} sent a response larger than {MAX_BODY_BYTES} bytes."
+        )
 
 
 class UpstreamClient:
-    """A keep-alive connection pool to one upstream, with the provider's headers pre-built."""
+    """A keep-alive connection pool to one upstream, with the request head pre-rendered."""
 
     def __init__(
         self,
@@ -100,46 +118,35 @@ class UpstreamClient:
         unreachable_hint: str,
         pool_size: int = 512,
     ) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url}")
         self.base_url = base_url
         self.label = label
+        self.host = url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self._tls = url.scheme == "https"
+        self._prefix = url.path.rstrip("/")
         self._unreachable_hint = unreachable_hint
-        self._headers = dict(headers)
         self._pool_size = pool_size
-        connect_s = min(timeout_s, 10.0)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_s)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_s, sock_read=timeout_s
-        )
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._connect_s = min(timeout_s, _MAX_CONNECT_S)
+        self._fixed_head = _header_lines({"host": url.netloc.rpartition("@")[2], **headers})
+        self._pool: http1.Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size,
-            limit_per_host=self._pool_size,
-            # Shorter than the 5 s idle limit of common servers, so a pooled connection is
-            # dropped here before the upstream closes it under a request we cannot retry.
-            keepalive_timeout=4.0,
-            ttl_dns_cache=300,
+        self._pool = http1.Pool(
+            self.host,
+            self.port,
+            tls=ssl.create_default_context() if self._tls else None,
+            size=self._pool_size,
+            idle_s=_KEEPALIVE_S,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=self._headers,
-            read_bufsize=256 * 1024,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-            trace_configs=TRACE_CONFIGS or None,  # tracing hook, see TRACE_CONFIGS
-        )
-        # aiohttp silently resends a GET once when the connection drops after sending it; SPEC
-        # §4.2a allows no retry once the upstream may have the request, and it has no public
-        # switch for this, so the flag is turned off where the library keeps it.
-        if hasattr(self._session, "_retry_connection"):
-            self._session._retry_connection = False
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def request(
         self,
@@ -153,57 +160,97 @@ class UpstreamClient:
         deadline: float | None = None,
     ) -> UpstreamResponse:
         """Send one request; retry only when it never reached the upstream (SPEC §4.2a)."""
-        session = self._session
-        if session is None:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        headers = {"x-request-id": request_id}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        timeout = self._stream_timeout if stream else self._timeout
-        if deadline is not None and not stream:
-            # One client request may take several upstream calls; together they get one budget.
-            remaining = max(deadline - time.monotonic(), 0.001)
-            if remaining < self.timeout_s:
-                timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=remaining)
-        url = self.base_url + path
+        loop = pool.loop
+        # A non-streaming answer has one budget, shared by all upstream calls of one client
+        # request; a stream has none in total, only a bound on each silence.
+        until = None if stream else loop.time() + self.timeout_s
+        if until is not None and deadline is not None:
+            until = min(until, loop.time() + max(deadline - time.monotonic(), 0.001))
         for attempt in range(CONNECT_RETRIES + 1):
+            traced: dict[str, str] = {}
+            tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
+            head = self._head(method, path, body, request_id, traced)
             started = time.perf_counter()
             try:
-                response = await session.request(
-                    method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-                )
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                connect_s = self._connect_s
+                if until is not None:
+                    connect_s = max(min(connect_s, until - loop.time()), 0.001)
+                connection = await pool.acquire(connect_s)
+                connection.send(head, body, deadline=until, idle_limit=self.timeout_s)
+                try:
+                    await connection.read_head()
+                except BaseException:
+                    connection.release()
+                    raise
+            except http1.ConnectError as exc:
+                self._finished(tokens, None, exc)
                 if attempt == CONNECT_RETRIES:
                     raise self.transport_error(exc) from None
                 await asyncio.sleep(_RETRY_BACKOFF_S[attempt])
                 continue
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
+                self._finished(tokens, None, exc)
                 raise self.transport_error(exc) from None
             finally:
                 timer.upstream_s += time.perf_counter() - started
-            return UpstreamResponse(self, response, timer)
+            self._finished(tokens, connection.status, None)
+            return UpstreamResponse(self, connection, timer)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _head(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        request_id: str,
+        traced: dict[str, str],
+    ) -> bytes:
+        # The request id was validated on the way in (request_id.py); hook headers are not ours.
+        lines = [
+            f"{method} {self._prefix}{path} HTTP/1.1\r\n",
+            self._fixed_head,
+            f"x-request-id: {request_id}\r\n",
+        ]
+        if traced:
+            lines.append(_header_lines(traced))
+        if body is not None:
+            lines.append(f"content-type: application/json\r\ncontent-length: {len(body)}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    @staticmethod
+    def _finished(tokens: list[object], status: int | None, error: BaseException | None) -> None:
+        for hook, token in zip(REQUEST_HOOKS, tokens, strict=False):
+            hook.finished(token, status, error)
+
     def transport_error(self, exc: BaseException) -> GatewayError:
-        """Translate a client-library failure into the gateway's error tree."""
+        """Translate a transport failure into the gateway's error tree."""
         if isinstance(exc, GatewayError):
             return exc
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        if isinstance(exc, http1.ConnectTimeoutError):
             return UpstreamTimeoutError(
                 f"{self.label} did not accept a connection in time: {self._unreachable_hint}."
             )
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, http1.ConnectError):
             return UpstreamError(f"{self.label} is not reachable: {self._unreachable_hint}.")
-        if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        if isinstance(exc, TimeoutError):
             return UpstreamTimeoutError(
                 f"{self.label} did not answer within {self.timeout_s:g} s; retry later, or raise "
                 "the provider's timeout if the model is slow."
             )
-        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        if isinstance(exc, http1.DisconnectedError):
             return UpstreamError(f"{self.label} closed the connection before the answer was done.")
-        if isinstance(exc, aiohttp.ClientOSError):
-            return UpstreamError(f"{self.label} reset the connection.")
         return UpstreamError(f"{self.label} sent an invalid HTTP response.")
+
+
+def _header_lines(headers: Mapping[str, str]) -> str:
+    for name, value in headers.items():
+        if any(c in name + value for c in "\r\n\0") or ":" in name:
+            raise ValueError(f"header {name!r} has a line break or colon where none may be")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
 
 
 def json_headers(api_key: str | None, extra: Mapping[str, str]) -> dict[str, Any]:

@@ -1,0 +1,595 @@
+"""The upstream HTTP/1.1 client against raw loopback servers that misbehave on purpose.
+
+Each test runs one event loop holding both the client and a scripted asyncio server, so the
+server can answer in ways no well-behaved framework would (no length, garbage, stalls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oai_gateway import http1
+from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
+from oai_gateway.upstream import UpstreamClient
+
+Handler = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+
+
+class Timer:
+    upstream_s = 0.0
+
+
+class ScriptedServer:
+    """A loopback server running `handler` per connection, counting connections."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self._handler = handler
+        self._tls = tls
+        self.connections = 0
+        self.open_now = 0
+        self.most_open = 0
+        self.requests: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            await self._handler(self, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coroutine, 10))
+
+
+def client_for(port: int, *, timeout_s: float = 5.0, pool_size: int = 512) -> UpstreamClient:
+    return UpstreamClient(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        headers={"authorization": "Bearer upstream-key", "x-extra": "1"},
+        timeout_s=timeout_s,
+        label="test upstream",
+        unreachable_hint="start it",
+        pool_size=pool_size,
+    )
+
+
+async def call(client: UpstreamClient, *, stream: bool = False) -> bytes:
+    response = await client.request(
+        "POST", "/chat/completions", body=b"{}", request_id="req_1", timer=Timer(), stream=stream
+    )
+    return await response.read()
+
+
+def keep_alive(body: bytes) -> Handler:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(OK_HEAD + b"content-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    return handler
+
+
+def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length() -> None:
+    async def scenario() -> None:
+        async with ScriptedServer(keep_alive(b'{"ok":true}')) as server:
+            client = client_for(server.port)
+            await client.start()
+            assert await call(client) == b'{"ok":true}'
+            await client.aclose()
+        head = server.requests[0].decode()
+        assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+        for line in (
+            f"host: 127.0.0.1:{server.port}",
+            "authorization: Bearer upstream-key",
+            "x-extra: 1",
+            "x-request-id: req_1",
+            "content-type: application/json",
+            "content-length: 2",
+        ):
+            assert f"\r\n{line}\r\n" in head, (line, head)
+        assert head.endswith("\r\n\r\n{}")
+
+    run(scenario())
+
+
+def test_one_connection_serves_sequential_requests() -> None:
+    async def scenario() -> None:
+        async with ScriptedServer(keep_alive(b"{}")) as server:
+            client = client_for(server.port)
+            await client.start()
+            for _ in range(5):
+                assert await call(client) == b"{}"
+            await client.aclose()
+        assert server.connections == 1
+        assert len(server.requests) == 5
+
+    run(scenario())
+
+
+def test_connection_close_answers_are_not_reused() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            for _ in range(3):
+                assert await call(client) == b"{}"
+            await client.aclose()
+        assert server.connections == 3
+
+    run(scenario())
+
+
+def test_body_without_length_ends_with_the_connection() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"\r\n" + b'{"part":')
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b'"two"}')
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            assert await call(client) == b'{"part":"two"}'
+            assert await call(client) == b'{"part":"two"}'  # a new connection, not the dead one
+            await client.aclose()
+        assert server.connections == 2
+
+    run(scenario())
+
+
+def test_chunked_stream_is_relayed_part_by_part_as_it_arrives() -> None:
+    parts = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"transfer-encoding: chunked\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n\r\n"
+        )
+        for part in parts:
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await keep_alive(b"{}")(server, reader, writer)
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            response = await client.request(
+                "POST", "/chat/completions", body=b"{}", request_id="r", timer=Timer(), stream=True
+            )
+            assert response.content_type == "text/event-stream"
+            assert response.headers["set-cookie"] == "a=1, b=2"
+            received = [part async for part in response.chunks()]
+            response.close()
+            assert received == parts
+            await call(client)  # the connection went back to the pool after the last chunk
+            await client.aclose()
+        assert server.connections == 1
+
+    run(scenario())
+
+
+def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing() -> None:
+    body = bytes(range(256)) * (12 * 1024)  # 3 MiB
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            response = await client.request(
+                "GET", "/big", request_id="r", timer=Timer(), stream=True
+            )
+            connection = response._connection
+            assert connection is not None
+            await asyncio.sleep(0.3)  # the whole body has arrived by now, unless reading paused
+            assert connection._paused, "reading should pause with over 1 MiB unread"
+            assert await response.read() == body
+            assert not connection._paused
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_garbage_is_an_invalid_response() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            with pytest.raises(UpstreamError, match="invalid HTTP response"):
+                await call(client)
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_garbage_after_the_head_is_an_invalid_response() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"transfer-encoding: chunked\r\n\r\nzz\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            with pytest.raises(UpstreamError, match="invalid HTTP response"):
+                await call(client)
+            await client.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("cut", [b"", OK_HEAD, OK_HEAD + b"content-length: 100\r\n\r\n{"])
+def test_a_connection_closed_mid_answer_is_reported(cut: bytes) -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(cut)
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            with pytest.raises(UpstreamError, match="closed the connection before"):
+                await call(client)
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_silence_past_the_timeout_is_a_timeout() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port, timeout_s=0.2)
+            await client.start()
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeoutError, match=r"did not answer within 0\.2 s"):
+                await call(client)
+            assert 0.15 < time.monotonic() - started < 2
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_a_stream_times_out_on_silence_only() -> None:
+    """Parts every 0.1 s outlive a 0.3 s timeout; a 0.5 s silence then ends the stream."""
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            writer.write(b"2\r\nok\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port, timeout_s=0.3)
+            await client.start()
+            response = await client.request(
+                "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
+            )
+            received: list[bytes] = []
+
+            async def drain() -> None:
+                async for part in response.chunks():
+                    received.append(part)
+
+            with pytest.raises(UpstreamTimeoutError):
+                await drain()
+            response.close()
+            assert b"".join(received) == b"ok" * 8
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_a_slow_reader_is_not_the_upstreams_silence() -> None:
+    """Data waiting unread for longer than the timeout is no reason to fail the stream."""
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port, timeout_s=0.1)
+            await client.start()
+            response = await client.request(
+                "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
+            )
+            await asyncio.sleep(0.3)
+            assert [part async for part in response.chunks()] == [b"slow"]
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_the_pool_never_opens_more_than_its_size() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await asyncio.sleep(0.02)
+            writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
+            await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port, pool_size=2)
+            await client.start()
+            answers = await asyncio.gather(*(call(client) for _ in range(8)))
+            assert answers == [b"{}"] * 8
+            await client.aclose()
+        assert server.most_open <= 2
+        assert len(server.requests) == 8
+
+    run(scenario())
+
+
+def test_a_full_pool_waits_no_longer_than_the_connect_timeout() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(20):  # a stream that holds the only connection for 2 s
+            writer.write(b"1\r\n.\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port, timeout_s=0.3, pool_size=1)
+            await client.start()
+            stream = await client.request(
+                "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
+            )
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeoutError, match="did not accept a connection in time"):
+                await call(client)
+            assert time.monotonic() - started < 1.5
+            stream.close()
+            await client.aclose()
+        assert server.connections == 1
+
+    run(scenario())
+
+
+def test_idle_connections_expire_and_unsolicited_bytes_drop_one() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        if server.connections == 2:
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\n")  # nobody asked
+            await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = http1.Pool("127.0.0.1", server.port, tls=None, size=4, idle_s=0.05)
+            for _ in range(3):
+                connection = await pool.acquire(1.0)
+                connection.send(
+                    b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, deadline=None, idle_limit=1.0
+                )
+                await connection.read_head()
+                assert await connection.read_chunk() == b"{}"
+                assert await connection.read_chunk() == b""
+                connection.release()
+                await asyncio.sleep(0.2)
+            pool.close()
+        # The first expired while idle; the second was dropped for the bytes it sent unasked.
+        assert server.connections == 3
+
+    run(scenario())
+
+
+def test_release_of_an_unfinished_answer_closes_the_connection() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"content-length: 10\r\n\r\n{")
+        await writer.drain()
+        assert await reader.read() == b""  # the gateway hung up
+        hung_up.set()
+
+    hung_up = asyncio.Event()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            response = await client.request("GET", "/x", request_id="r", timer=Timer())
+            response.close()
+            response.close()  # idempotent
+            await asyncio.wait_for(hung_up.wait(), 2)
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_header_values_cannot_smuggle_lines() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        UpstreamClient(
+            base_url="http://127.0.0.1:1/v1",
+            headers={"x-evil": "a\r\nhost: elsewhere"},
+            timeout_s=1,
+            label="l",
+            unreachable_hint="h",
+        )
+    with pytest.raises(ValueError, match="not an http"):
+        UpstreamClient(
+            base_url="ftp://x/", headers={}, timeout_s=1, label="l", unreachable_hint="h"
+        )
+
+
+def test_request_before_start_is_a_programming_error() -> None:
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="start"):
+            await call(client_for(1))
+
+    run(scenario())
+
+
+def test_transport_errors_map_into_the_gateway_tree() -> None:
+    client = client_for(1)
+    gateway_error = UpstreamError("already translated")
+    assert client.transport_error(gateway_error) is gateway_error
+    assert isinstance(client.transport_error(http1.ConnectTimeoutError()), UpstreamTimeoutError)
+    unknown = client.transport_error(RuntimeError("?"))
+    assert isinstance(unknown, GatewayError)
+    assert "invalid HTTP response" in str(unknown)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def test_tls_upstream_with_a_verified_certificate(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler, server_tls) as server:
+            await use(server.port)
+
+    async def use(port: int) -> None:
+        pool = http1.Pool("localhost", port, tls=client_tls, size=1, idle_s=1.0)
+        connection = await pool.acquire(5.0)
+        connection.send(
+            b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n", None, deadline=None, idle_limit=5
+        )
+        await connection.read_head()
+        assert connection.status == 200
+        assert await connection.read_chunk() == b"{}"
+        connection.release()
+        pool.close()
+        # A certificate the client does not trust never gets a request.
+        untrusting = http1.Pool(
+            "localhost", port, tls=ssl.create_default_context(), size=1, idle_s=1
+        )
+        with pytest.raises(http1.ConnectError):
+            await untrusting.acquire(5.0)
+
+    run(scenario())
