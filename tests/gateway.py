@@ -41,7 +41,9 @@ def make_config(
 class GatewayServer:
     """The gateway served by uvicorn in a background thread, on a free loopback port."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, http: type[asyncio.Protocol] = EnvelopeHttpToolsProtocol
+    ) -> None:
         load_spec()  # before serving: the first check must not stall the gateway's event loop
         self.app: GatewayApp = create_app(config)
         # IPPROTO_TCP, not 0: asyncio only disables Nagle (TCP_NODELAY) on sockets that say TCP.
@@ -53,7 +55,7 @@ class GatewayServer:
         uv_config = uvicorn.Config(
             SpecCheckingApp(self.app),
             loop="asyncio",
-            http=EnvelopeHttpToolsProtocol,
+            http=http,
             ws="none",
             lifespan="on",
             access_log=False,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from oai_gateway import http1
 from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
@@ -73,8 +74,20 @@ class ScriptedServer:
         return request
 
 
-def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coroutine, 10))
+RunLoop = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> RunLoop:
+    """Runs a scenario on each event loop the gateway may serve on (uvloop's transports are
+    not asyncio's classes, so each gets its own pass)."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def run_on_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(asyncio.wait_for(coroutine, 10))
+
+    return run_on_loop
 
 
 def client_for(port: int, *, timeout_s: float = 5.0, pool_size: int = 512) -> UpstreamClient:
@@ -107,7 +120,7 @@ def keep_alive(body: bytes) -> Handler:
     return handler
 
 
-def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length() -> None:
+def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length(run: RunLoop) -> None:
     async def scenario() -> None:
         async with ScriptedServer(keep_alive(b'{"ok":true}')) as server:
             client = client_for(server.port)
@@ -130,7 +143,7 @@ def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length() -> N
     run(scenario())
 
 
-def test_one_connection_serves_sequential_requests() -> None:
+def test_one_connection_serves_sequential_requests(run: RunLoop) -> None:
     async def scenario() -> None:
         async with ScriptedServer(keep_alive(b"{}")) as server:
             client = client_for(server.port)
@@ -144,7 +157,7 @@ def test_one_connection_serves_sequential_requests() -> None:
     run(scenario())
 
 
-def test_connection_close_answers_are_not_reused() -> None:
+def test_connection_close_answers_are_not_reused(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -164,7 +177,7 @@ def test_connection_close_answers_are_not_reused() -> None:
     run(scenario())
 
 
-def test_body_without_length_ends_with_the_connection() -> None:
+def test_body_without_length_ends_with_the_connection(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -187,7 +200,7 @@ def test_body_without_length_ends_with_the_connection() -> None:
     run(scenario())
 
 
-def test_chunked_stream_is_relayed_part_by_part_as_it_arrives() -> None:
+def test_chunked_stream_is_relayed_part_by_part_as_it_arrives(run: RunLoop) -> None:
     parts = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
 
     async def handler(
@@ -225,7 +238,7 @@ def test_chunked_stream_is_relayed_part_by_part_as_it_arrives() -> None:
     run(scenario())
 
 
-def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing() -> None:
+def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop) -> None:
     body = bytes(range(256)) * (12 * 1024)  # 3 MiB
 
     async def handler(
@@ -254,7 +267,7 @@ def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing() -> None:
     run(scenario())
 
 
-def test_garbage_is_an_invalid_response() -> None:
+def test_garbage_is_an_invalid_response(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -274,7 +287,7 @@ def test_garbage_is_an_invalid_response() -> None:
     run(scenario())
 
 
-def test_garbage_after_the_head_is_an_invalid_response() -> None:
+def test_garbage_after_the_head_is_an_invalid_response(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -295,7 +308,7 @@ def test_garbage_after_the_head_is_an_invalid_response() -> None:
 
 
 @pytest.mark.parametrize("cut", [b"", OK_HEAD, OK_HEAD + b"content-length: 100\r\n\r\n{"])
-def test_a_connection_closed_mid_answer_is_reported(cut: bytes) -> None:
+def test_a_connection_closed_mid_answer_is_reported(cut: bytes, run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -314,7 +327,7 @@ def test_a_connection_closed_mid_answer_is_reported(cut: bytes) -> None:
     run(scenario())
 
 
-def test_silence_past_the_timeout_is_a_timeout() -> None:
+def test_silence_past_the_timeout_is_a_timeout(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -334,7 +347,7 @@ def test_silence_past_the_timeout_is_a_timeout() -> None:
     run(scenario())
 
 
-def test_a_stream_times_out_on_silence_only() -> None:
+def test_a_stream_times_out_on_silence_only(run: RunLoop) -> None:
     """Parts every 0.1 s outlive a 0.3 s timeout; a 0.5 s silence then ends the stream."""
 
     async def handler(
@@ -370,7 +383,7 @@ def test_a_stream_times_out_on_silence_only() -> None:
     run(scenario())
 
 
-def test_a_slow_reader_is_not_the_upstreams_silence() -> None:
+def test_a_slow_reader_is_not_the_upstreams_silence(run: RunLoop) -> None:
     """Data waiting unread for longer than the timeout is no reason to fail the stream."""
 
     async def handler(
@@ -395,7 +408,7 @@ def test_a_slow_reader_is_not_the_upstreams_silence() -> None:
     run(scenario())
 
 
-def test_the_pool_never_opens_more_than_its_size() -> None:
+def test_the_pool_never_opens_more_than_its_size(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -418,7 +431,7 @@ def test_the_pool_never_opens_more_than_its_size() -> None:
     run(scenario())
 
 
-def test_a_full_pool_waits_no_longer_than_the_connect_timeout() -> None:
+def test_a_full_pool_waits_no_longer_than_the_connect_timeout(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -448,7 +461,7 @@ def test_a_full_pool_waits_no_longer_than_the_connect_timeout() -> None:
     run(scenario())
 
 
-def test_idle_connections_expire_and_unsolicited_bytes_drop_one() -> None:
+def test_idle_connections_expire_and_unsolicited_bytes_drop_one(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -481,7 +494,7 @@ def test_idle_connections_expire_and_unsolicited_bytes_drop_one() -> None:
     run(scenario())
 
 
-def test_release_of_an_unfinished_answer_closes_the_connection() -> None:
+def test_release_of_an_unfinished_answer_closes_the_connection(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -521,7 +534,7 @@ def test_header_values_cannot_smuggle_lines() -> None:
         )
 
 
-def test_request_before_start_is_a_programming_error() -> None:
+def test_request_before_start_is_a_programming_error(run: RunLoop) -> None:
     async def scenario() -> None:
         with pytest.raises(RuntimeError, match="start"):
             await call(client_for(1))
@@ -556,7 +569,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_upstream_with_a_verified_certificate(certificate: tuple[Path, Path]) -> None:
+def test_tls_upstream_with_a_verified_certificate(
+    certificate: tuple[Path, Path], run: RunLoop
+) -> None:
     cert, key = certificate
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)

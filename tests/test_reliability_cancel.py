@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tests.conftest import CHAT_MODEL, GATEWAY_KEY
+from oai_gateway.server import EnvelopeHttpToolsProtocol
+from tests.conftest import CHAT_MODEL, GATEWAY_KEY, config_for
 from tests.gateway import GatewayServer, read_until
 from tests.gateway import open_raw as raw_post
-from tests.upstreams import Fault, OpenAICompatUpstream
+from tests.upstreams import CerebrasUpstream, Fault, OllamaUpstream, OpenAICompatUpstream
 
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
 SETTLE_S = 3.0
@@ -64,6 +66,21 @@ def steady(probe: Callable[[], int]) -> int:
 
 def open_raw(gateway: GatewayServer, path: str, body: dict[str, Any]) -> socket.socket:
     return raw_post(gateway.port, path, body, GATEWAY_KEY)
+
+
+@pytest.fixture(scope="module", params=["disconnect-signal", "watcher-task"])
+def gateway(
+    request: pytest.FixtureRequest,
+    custom_upstream: OpenAICompatUpstream,
+    ollama_upstream: OllamaUpstream,
+    cerebras_upstream: CerebrasUpstream,
+) -> Iterator[GatewayServer]:
+    """Both ways a disconnect reaches the work: the gateway's own server protocol signals it;
+    under any other ASGI server the router watches `receive()` in a task of its own."""
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=3)
+    http = EnvelopeHttpToolsProtocol if request.param == "disconnect-signal" else HttpToolsProtocol
+    with GatewayServer(config, http) as server:
+        yield server
 
 
 @pytest.fixture
@@ -151,3 +168,23 @@ def test_disconnect_during_embeddings(
     finally:
         conn.close()
     check_nothing_left(gateway, upstream, baseline)
+
+
+@pytest.mark.parametrize("provider", ["custom"], indirect=True)
+def test_a_request_in_flight_costs_one_task_with_the_signal_two_without(
+    request: pytest.FixtureRequest,
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    conn = open_raw(gateway, *completions(provider, False))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+        in_flight = steady(lambda: gateway_tasks(gateway)) - baseline[0]
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+    with_signal = "disconnect-signal" in request.node.callspec.id
+    assert in_flight == (1 if with_signal else 2), in_flight

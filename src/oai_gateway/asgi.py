@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -13,6 +14,27 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# Scope key under which a server that can (oai_gateway.server) hands the app a DisconnectSignal.
+DISCONNECT_SIGNAL = "oai_gateway.disconnect_signal"
+
+
+class DisconnectSignal:
+    """Lets the server cancel a request's work the moment its client's connection is lost.
+
+    Without it the app must watch `receive()` for `http.disconnect` in a task of its own, which
+    costs a task per request; servers that cannot provide it get exactly that fallback.
+    """
+
+    __slots__ = ("disconnected", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None  # set by the app while cancellable work runs
+        self.disconnected = False
+
+    def connection_lost(self) -> None:
+        self.disconnected = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -17,9 +17,8 @@ import httptools
 
 # A relayed stream is consumed as it arrives; a body read whole is drained in a loop. Reading
 # pauses only when a consumer falls this far behind, so a slow client cannot make the gateway
-# buffer an upstream's answer without bound.
+# buffer an upstream's answer without bound; the next read takes it all and resumes.
 _PAUSE_AT: Final = 1024 * 1024
-_RESUME_AT: Final = 256 * 1024
 _JOIN_BELOW: Final = 64 * 1024
 
 
@@ -68,7 +67,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._complete = False
         self._error: BaseException | None = None
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []
         self._buffered = 0
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -153,9 +152,12 @@ class Connection(asyncio.Protocol):
         """The next part of the body as it arrived, or b"" once the body is complete."""
         while True:
             if self._chunks:
-                data = self._chunks.popleft()
-                self._buffered -= len(data)
-                if self._paused and self._buffered < _RESUME_AT:
+                # Everything that has arrived leaves together: a relay then forwards the events
+                # of one upstream read in one write instead of one per chunk of the framing.
+                chunks, self._chunks = self._chunks, []
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._buffered = 0
+                if self._paused:
                     self._paused = False
                     assert self._transport is not None
                     self._transport.resume_reading()

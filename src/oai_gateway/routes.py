@@ -16,7 +16,16 @@ from typing import Any
 
 import orjson
 
-from oai_gateway.asgi import JSON_CONTENT_TYPE, Headers, Receive, Scope, Send, send_bytes
+from oai_gateway.asgi import (
+    DISCONNECT_SIGNAL,
+    JSON_CONTENT_TYPE,
+    DisconnectSignal,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    send_bytes,
+)
 from oai_gateway.auth import Authenticator
 from oai_gateway.body import read_body
 from oai_gateway.context import RequestContext, request_context
@@ -208,16 +217,28 @@ class Router:
         """Run `work`, cancelling it (and so the upstream call) if the client disconnects."""
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(_watch_disconnect(call.receive, task, call.context))
+        signal: DisconnectSignal | None = call.scope.get(DISCONNECT_SIGNAL)
+        watcher = None
+        if signal is None:
+            watcher = asyncio.create_task(_watch_disconnect(call.receive, task, call.context))
+        elif signal.disconnected:
+            raise ClientDisconnectedError
+        else:
+            signal.task = task
         try:
             await work
         except asyncio.CancelledError:
+            if signal is not None and signal.disconnected:
+                call.context.client_disconnected = True
             if not call.context.client_disconnected:
                 raise
             task.uncancel()
             raise ClientDisconnectedError from None
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if signal is not None:
+                signal.task = None
 
     def _call_context(self, call: Call) -> CallContext:
         deadline = time.monotonic() + call.provider.spec.timeout_s
