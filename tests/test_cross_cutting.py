@@ -460,3 +460,11 @@ def test_readyz_503_when_no_provider_answers(dead_gateway: GatewayServer) -> Non
     assert "CEREBRAS_API_KEY" in providers["cerebras"]["detail"]
     assert providers["custom"]["ready"] is False
     assert "CUSTOM_BASE_URL" in providers["custom"]["detail"]
+
+
+def test_the_allocator_is_tuned_on_glibc() -> None:
+    """On this (glibc) Linux the thresholds are accepted; the call is safe to repeat."""
+    from oai_gateway.allocator import keep_large_buffers_in_heap
+
+    assert keep_large_buffers_in_heap() is True
+    assert keep_large_buffers_in_heap() is True

@@ -608,3 +608,29 @@ def test_tls_upstream_with_a_verified_certificate(
             await untrusting.acquire(5.0)
 
     run(scenario())
+
+
+def test_a_body_read_whole_stops_at_the_limit(run: RunLoop) -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(64):
+            writer.write(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")  # 1 MiB in all, never finished
+            await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = http1.Pool("127.0.0.1", server.port, tls=None, size=1, idle_s=1.0)
+            connection = await pool.acquire(1.0)
+            connection.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, deadline=None, idle_limit=5)
+            await connection.read_head()
+            with pytest.raises(http1.BodyTooLargeError):
+                await connection.read_body(100_000)
+            connection.release()
+            assert connection.closed
+            pool.close()
+
+    run(scenario())

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from oai_gateway.wire.normalize import ChunkNormalizer, chat_logprobs, text_logprobs
+import orjson
+
+from oai_gateway.wire.normalize import (
+    ChunkNormalizer,
+    chat_logprobs,
+    exact_embeddings,
+    text_logprobs,
+)
 
 
 def test_chat_logprobs_gain_the_required_refusal_key() -> None:
@@ -51,16 +58,31 @@ def _embedding_answer(vectors: list[object]) -> dict[str, object]:
 
 
 def test_exact_embedding_answers_are_recognised_for_pass_through() -> None:
-    from oai_gateway.wire.normalize import embeddings_already_normal
+    def exact(answer: dict[str, object], count: int = 2, encoding: str = "float") -> bool:
+        raw = orjson.dumps(answer)
+        found = exact_embeddings(raw, count=count, encoding=encoding)
+        if found is None:
+            return False
+        assert found.encoded is raw
+        assert found["usage"] == answer["usage"]
+        return True
 
     floats = _embedding_answer([[0.5, 1.0], [0.25, 2.0]])
-    assert embeddings_already_normal(floats, count=2, encoding="float")
-    assert not embeddings_already_normal(floats, count=2, encoding="base64")
-    assert not embeddings_already_normal(floats, count=3, encoding="float")
-    with_extra = {**floats, "timings": {}}
-    assert not embeddings_already_normal(with_extra, count=2, encoding="float")
+    assert exact(floats)
+    assert not exact(floats, encoding="base64")
+    assert not exact(floats, count=3)
+    assert exact(_embedding_answer(["AAAAPw==", "AACAPw=="]), encoding="base64")
+    assert not exact({**floats, "timings": {}})
     shuffled = _embedding_answer([[0.5], [0.25]])
     shuffled["data"] = list(reversed(shuffled["data"]))  # type: ignore[call-overload]
-    assert not embeddings_already_normal(shuffled, count=2, encoding="float")
-    no_usage = {k: v for k, v in floats.items() if k != "usage"}
-    assert not embeddings_already_normal(no_usage, count=2, encoding="float")
+    assert not exact(shuffled)
+    assert not exact({k: v for k, v in floats.items() if k != "usage"})
+    assert not exact({**floats, "model": ""})
+    assert not exact({**floats, "object": "embedding_list"})
+    assert not exact({**floats, "usage": {"prompt_tokens": 2, "total_tokens": True}})
+    assert not exact(_embedding_answer([[0.5], {"values": [0.25]}]))
+    with_extra_field = _embedding_answer([[0.5], [0.25]])
+    with_extra_field["data"][1]["norm"] = 1.0  # type: ignore[index]
+    assert not exact(with_extra_field)
+    truncated = orjson.dumps(floats)[:-9]
+    assert exact_embeddings(truncated, count=2, encoding="float") is None

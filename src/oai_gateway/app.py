@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
+from oai_gateway.allocator import keep_large_buffers_in_heap
 from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
 from oai_gateway.auth import Authenticator
 from oai_gateway.config import Config, load_config
@@ -66,6 +67,7 @@ class GatewayApp:
 
     async def startup(self) -> None:
         await self.registry.start()
+        keep_large_buffers_in_heap()
         # Everything built so far lives as long as the process: move it out of the collector's
         # reach, so full collections under load only walk what requests allocate.
         gc.freeze()

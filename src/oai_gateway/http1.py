@@ -38,6 +38,10 @@ class DisconnectedError(Exception):
     """The upstream closed the connection before its answer was complete."""
 
 
+class BodyTooLargeError(Exception):
+    """The answer is larger than the caller accepts."""
+
+
 class ReadTimeoutError(TimeoutError):
     """The answer (or, when streaming, the next part of it) did not come in time."""
 
@@ -69,6 +73,7 @@ class Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._body_limit: int | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -113,6 +118,10 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._buffered += len(body)
+        if self._body_limit is not None:  # read whole: nobody to wake until it is complete
+            if self._buffered > self._body_limit:
+                self._fail(BodyTooLargeError())
+            return
         if self._buffered > _PAUSE_AT and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
@@ -167,6 +176,23 @@ class Connection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             await self._wait()
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole body once complete, joined once (BodyTooLargeError past `limit` bytes)."""
+        self._body_limit = limit
+        if self._buffered > limit:
+            raise BodyTooLargeError
+        if self._paused:
+            self._paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        while not self._complete:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def release(self) -> None:
         """End the exchange: a finished, reusable connection goes back to the pool."""

@@ -66,18 +66,20 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body, at most MAX_BODY_BYTES (an oversized body is an upstream error)."""
+        connection = self._connection
+        if connection is None:
+            return b""
         started = time.perf_counter()
         try:
             if int(self.headers.get("content-length", 0)) > MAX_BODY_BYTES:
-                raise self._too_large()
-            parts: list[bytes] = []
-            size = 0
-            async for part in self.chunks():
-                size += len(part)
-                if size > MAX_BODY_BYTES:
-                    raise self._too_large()
-                parts.append(part)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+                raise http1.BodyTooLargeError
+            return await connection.read_body(MAX_BODY_BYTES)
+        except http1.BodyTooLargeError:
+            raise UpstreamError(
+                f"{self._client.label} sent a response larger than {MAX_BODY_BYTES} bytes."
+            ) from None
+        except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
+            raise self._client.transport_error(exc) from None
         finally:
             self._timer.upstream_s += time.perf_counter() - started
             self.close()
@@ -98,11 +100,6 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.release()
-
-    def _too_large(self) -> UpstreamError:
-        return UpstreamError(
-            f"{self._client.label} sent a response larger than {MAX_BODY_BYTES} bytes."
-        )
 
 
 class UpstreamClient:

@@ -89,12 +89,12 @@ class OpenAICompatProvider:
         )
 
     async def _call(self, ctx: CallContext, method: str, path: str, body: Json | None) -> Any:
-        return (await self._call_raw(ctx, method, path, body))[1]
+        return self._parse(await self._call_bytes(ctx, method, path, body))
 
-    async def _call_raw(
+    async def _call_bytes(
         self, ctx: CallContext, method: str, path: str, body: Json | None
-    ) -> tuple[bytes, Any]:
-        """The upstream's body as bytes and as parsed JSON."""
+    ) -> bytes:
+        """The body of a successful upstream answer, as it came."""
         response = await self.client.request(
             method,
             path,
@@ -106,8 +106,11 @@ class OpenAICompatProvider:
         raw = await response.read()
         if response.status >= 400:
             raise self._status_error(response, raw)
+        return raw
+
+    def _parse(self, raw: bytes) -> Any:
         try:
-            return raw, orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"{self.label} sent a response that is not valid JSON.") from None
 
@@ -273,14 +276,13 @@ class OpenAICompatProvider:
     async def create_embeddings(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
         path = self.api_prefix + "/embeddings"
         body = self.prepare_embeddings(self.supported(body, Operation.EMBEDDINGS), facts)
-        raw, answer = await self._call_raw(ctx, "POST", path, body)
+        raw = await self._call_bytes(ctx, "POST", path, body)
+        exact = normalize.exact_embeddings(raw, count=facts.input_count, encoding=facts.encoding)
+        if exact is not None:
+            return exact
+        answer = self._parse(raw)
         if not isinstance(answer, dict):
             raise UpstreamError(f"{self.label} sent JSON that is not an object.")
-        count, encoding = facts.input_count, facts.encoding
-        if normalize.embeddings_already_normal(answer, count=count, encoding=encoding):
-            exact = normalize.EncodedJson(answer)
-            exact.encoded = raw
-            return exact
         return normalize.embeddings(
             answer, model=facts.model, count=facts.input_count, encoding=facts.encoding
         )

@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
+
 from oai_gateway.errors import UpstreamError
 
 Json = dict[str, Any]
@@ -293,39 +295,64 @@ def decode_base64(text: str) -> list[float]:
 
 
 class EncodedJson(dict[str, Any]):
-    """An answer whose upstream bytes are already exactly what the client should get."""
+    """An answer sent as the upstream's bytes (`encoded`), which are already exactly what the
+    client should get. The dict holds only the fields the gateway itself reads (`usage`)."""
 
     encoded: bytes = b""
 
 
-def _is_normal_embedding(item: Any, position: int, encoding: str) -> bool:
-    return (
-        isinstance(item, dict)
-        and len(item) == 3
-        and item.get("object") == "embedding"
-        and item.get("index") == position
-        and isinstance(item.get("embedding"), list if encoding == "float" else str)
-    )
+class _ExactUsage(msgspec.Struct, forbid_unknown_fields=True):
+    prompt_tokens: int
+    total_tokens: int
 
 
-def embeddings_already_normal(obj: Json, *, count: int, encoding: str) -> bool:
-    """Whether `embeddings()` would change nothing, so the upstream's bytes can be sent as they
-    are: serialising a megabyte of floats again costs more than the rest of the request."""
-    data = obj.get("data")
-    found = obj.get("usage")
-    return (
-        len(obj) == 4
-        and obj.get("object") == "list"
-        and isinstance(obj.get("model"), str)
-        and bool(obj["model"])
-        and isinstance(found, dict)
-        and len(found) == 2
-        and isinstance(found.get("prompt_tokens"), int)
-        and isinstance(found.get("total_tokens"), int)
-        and isinstance(data, list)
-        and len(data) == count
-        and all(_is_normal_embedding(item, i, encoding) for i, item in enumerate(data))
+class _ExactEmbedding(msgspec.Struct, forbid_unknown_fields=True):
+    object: str
+    index: int
+    embedding: msgspec.Raw  # located and syntax-checked, never converted
+
+
+class _ExactEmbeddingList(msgspec.Struct, forbid_unknown_fields=True):
+    object: str
+    data: list[_ExactEmbedding]
+    model: str
+    usage: _ExactUsage
+
+
+_EXACT_EMBEDDINGS = msgspec.json.Decoder(_ExactEmbeddingList)
+
+
+def exact_embeddings(raw: bytes, *, count: int, encoding: str) -> EncodedJson | None:
+    """The upstream's answer as it is, when `embeddings()` would change nothing in it.
+
+    A megabyte of float vectors costs several milliseconds to parse into Python floats and as
+    much again to serialise; this check reads the structure and skips over the vectors, so an
+    answer already in OpenAI's exact shape goes out as received. None means: normalise it.
+    """
+    try:
+        answer = _EXACT_EMBEDDINGS.decode(raw)
+    except msgspec.DecodeError:  # not exact (or not JSON): the full path decides what it is
+        return None
+    opener = b"[" if encoding == "float" else b'"'
+    exact = (
+        answer.object == "list"
+        and bool(answer.model)
+        and len(answer.data) == count
+        and all(
+            item.object == "embedding"
+            and item.index == position
+            and memoryview(item.embedding)[:1] == opener
+            for position, item in enumerate(answer.data)
+        )
     )
+    if not exact:
+        return None
+    usage = answer.usage
+    passed = EncodedJson(
+        usage={"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
+    )
+    passed.encoded = raw
+    return passed
 
 
 def embeddings(obj: Json, *, model: str, count: int, encoding: str) -> Json:
