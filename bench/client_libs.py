@@ -1,16 +1,25 @@
-"""aiohttp vs httpx as the gateway's async upstream client.
+"""HTTP client libraries compared as the gateway's async upstream client.
+
+Three clients: aiohttp, httpx, and "gateway", the gateway's own HTTP/1.1
+client (``oai_gateway.upstream.UpstreamClient`` over ``oai_gateway.http1``),
+which has since replaced aiohttp in the gateway.
 
 Usage::
 
     uv run python bench/client_libs.py            # full run, ~1-3 minutes
     uv run python bench/client_libs.py --quick    # smoke run, ~20 seconds
+    # httpx takes most of that time; without it a full run is ~20 seconds
+    uv run python bench/client_libs.py --libraries aiohttp,gateway
 
-Both libraries are driven the way the gateway drives its upstream: a
+Every library is driven the way the gateway drives its upstream: a
 long-lived pooled client (one per library and scenario, its pool sized to the
 scenario's concurrency and opened during warm-up), a pre-serialised ~300-byte
 chat body, the whole response body read (non-stream), or a 20-event SSE
-stream read line by line.  One extra scenario reuses the warm c=64 client at
-c=1, because a pool's cost can depend on how many idle connections it holds.
+stream read to the end.  aiohttp and httpx read the stream line by line; the
+gateway's client hands over body bytes as they arrive, which is what the
+gateway relays, so its events are counted in those bytes.  One extra scenario
+reuses the warm c=64 client at c=1, because a pool's cost can depend on how
+many idle connections it holds.
 
 The loopback upstream (bench/upstream.py) runs pinned to core 1 and
 this process, with uvloop, to core 0, so the client's own CPU cost is what
@@ -18,12 +27,20 @@ the throughput numbers measure.
 
 Fairness choices, all deliberate:
 
-* the two libraries alternate which goes first in every round, so slow drift
-  of the machine (thermal, noisy neighbours) does not favour either;
+* the libraries take turns going first, one round each, so slow drift of
+  the machine (thermal, noisy neighbours) does not favour any of them;
 * each client gets its own warm-up, opening the full pool, before any
   measured round;
-* timeouts and the keep-alive expiry are configured alike on both, as the
-  gateway will configure them;
+* request timeouts are configured alike on all of them, and aiohttp's and
+  httpx's keep-alive expiry alike; the gateway's client is used exactly as
+  the gateway configures it, so its connect timeout (the request timeout,
+  capped at 10 s) and its keep-alive expiry (4 s, checked when a connection
+  is taken) are its own.  Between rounds its idle connections therefore
+  expire and are reopened inside the next run: at most one connect per
+  pooled connection per run, well under 1% of a full run's requests.  In the
+  "pool holding 64 idle conns" scenario its pool may have dropped the idle
+  connections first; taking an idle connection is constant-time there
+  anyway (newest first), so the row is about the other two;
 * before measuring, the upstream's ceiling is taken with wrk (or a raw
   asyncio driver when wrk is missing) and the upstream's CPU use is sampled
   during every run, so a result bounded by the upstream would be visible.
@@ -34,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import platform
@@ -54,9 +72,11 @@ import aiohttp
 import httptools
 import httpx
 
+from oai_gateway.upstream import UpstreamClient, json_headers
+
 HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream.py"
-LIBRARIES = ("aiohttp", "httpx")
+LIBRARIES = ("aiohttp", "httpx", "gateway")
 STREAM_CHUNKS = 20
 UPSTREAM_CORE = 1
 CLIENT_CORE = 0
@@ -194,11 +214,91 @@ class HttpxDriver:
         await self._client.aclose()
 
 
-def make_driver(name: str, base_url: str, pool_size: int) -> Driver:
+class _Timer:
+    """Receives the upstream wait time, as the gateway's per-request timer does."""
+
+    __slots__ = ("upstream_s",)
+
+    def __init__(self) -> None:
+        self.upstream_s = 0.0
+
+
+# An SSE event is a line starting with "data:", as the other drivers count it.
+_EVENT_START = b"\ndata:"
+
+
+class GatewayDriver:
+    name = "gateway"
+
+    def __init__(self, base_url: str, pool_size: int) -> None:
+        self._body = chat_request_body()
+        self._stream_body = stream_request_body()
+        self._ids = itertools.count()
+        self._client = UpstreamClient(
+            base_url=base_url + "/v1",
+            # The provider headers the gateway sends; the client adds content-type itself.
+            headers=json_headers("bench-key", {}),
+            timeout_s=REQUEST_TIMEOUT_S,
+            label="bench upstream",
+            unreachable_hint="the bench upstream is not running",
+            pool_size=pool_size,
+        )
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def request(self) -> None:
+        resp = await self._client.request(
+            "POST",
+            "/chat/completions",
+            body=self._body,
+            request_id=f"bench-{next(self._ids)}",
+            timer=_Timer(),
+        )
+        body = await resp.read()
+        if resp.status != 200 or not body:
+            raise BenchError(f"gateway: HTTP {resp.status}, {len(body)} bytes")
+
+    async def stream(self) -> None:
+        resp = await self._client.request(
+            "POST",
+            "/chat/completions",
+            body=self._stream_body,
+            request_id=f"bench-{next(self._ids)}",
+            timer=_Timer(),
+            stream=True,
+        )
+        events = 0
+        try:
+            if resp.status != 200:
+                raise BenchError(f"gateway: HTTP {resp.status}")
+            # The body starts a line, hence the leading newline; the tail carries a
+            # marker split across two chunks, and is too short to hold a whole one,
+            # so nothing is counted twice.
+            tail = b"\n"
+            async for part in resp.chunks():
+                window = tail + part
+                events += window.count(_EVENT_START)
+                tail = window[1 - len(_EVENT_START) :]
+        finally:
+            resp.close()
+        if events != STREAM_CHUNKS + 1:
+            raise BenchError(f"gateway: {events} SSE events, expected {STREAM_CHUNKS + 1}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def make_driver(name: str, base_url: str, pool_size: int) -> Driver:
     if name == "aiohttp":
         return AiohttpDriver(base_url, pool_size)
     if name == "httpx":
         return HttpxDriver(base_url, pool_size)
+    if name == "gateway":
+        driver = GatewayDriver(base_url, pool_size)
+        # Its pool binds to the running loop, so it is opened here, not in __init__.
+        await driver.start()
+        return driver
     raise ValueError(name)
 
 
@@ -512,16 +612,18 @@ async def python_ceiling(port: int, connections: int, seconds: float) -> Ceiling
 
 @dataclass
 class Plan:
+    libraries: tuple[str, ...]
     scenarios: list[Scenario]
     repeats: int
     warmup_scale: float
     ceiling_seconds: int
 
 
-def make_plan(quick: bool) -> Plan:
+def make_plan(quick: bool, libraries: Sequence[str] = LIBRARIES) -> Plan:
     scale = 0.15 if quick else 1.0
     cap = 1.5 if quick else 15.0
     return Plan(
+        libraries=tuple(libraries),
         scenarios=[
             Scenario("c1", "c=1 non-stream", 1, int(3_000 * scale), False, cap),
             Scenario("c64", "c=64 non-stream", 64, int(20_000 * scale), False, cap),
@@ -537,7 +639,7 @@ def make_plan(quick: bool) -> Plan:
                 pool_of="c64",
             ),
             # The best tuning found for httpx at c=64 (its pool costs grow with
-            # the number of connections), applied to both for a like-for-like row.
+            # the number of connections), applied to all for a like-for-like row.
             Scenario(
                 "c64p16", "c=64 over a 16-conn pool", 64, int(5_000 * scale), False, cap, pool=16
             ),
@@ -572,17 +674,19 @@ async def benchmark(
     samples: list[Sample] = []
     try:
         for scenario in plan.scenarios:
-            for name in LIBRARIES:
+            for name in plan.libraries:
                 if scenario.pool_of is not None:
                     drivers[(name, scenario.key)] = drivers[(name, scenario.pool_of)]
                     continue
-                driver = make_driver(name, upstream.base_url, scenario.pool_size)
+                driver = await make_driver(name, upstream.base_url, scenario.pool_size)
                 drivers[(name, scenario.key)] = driver
                 owned.append(driver)
                 log(f"warming up {name} for {scenario.key} (pool {scenario.pool_size})")
                 await run_scenario(driver, warm_up_scenario(scenario, plan.warmup_scale), None)
+        libraries = plan.libraries
         for round_no in range(plan.repeats):
-            order = LIBRARIES if round_no % 2 == 0 else LIBRARIES[::-1]
+            shift = round_no % len(libraries)
+            order = libraries[shift:] + libraries[:shift]
             for scenario in plan.scenarios:
                 for name in order:
                     sample = await run_scenario(drivers[(name, scenario.key)], scenario, cpu)
@@ -654,26 +758,37 @@ def build_rows(samples: list[Sample], plan: Plan) -> list[Row]:
     for scenario in plan.scenarios:
         for label, fmt, higher, metric in wanted.get(scenario.key, []):
             row = Row(f"{scenario.title}: {label}", fmt, higher)
-            for lib in LIBRARIES:
+            for lib in plan.libraries:
                 row.values[lib] = median_of(samples, lib, scenario.key, metric)
             rows.append(row)
     return rows
 
 
-def markdown_table(rows: list[Row]) -> str:
-    a, b = LIBRARIES
-    lines = [
-        f"| metric (median of runs) | {a} | {b} | {a} advantage | better |",
-        "| --- | ---: | ---: | ---: | --- |",
-    ]
+def advantage(row: Row, lib: str, over: str) -> float:
+    """How many times better `lib` did than `over` on this row (above 1: `lib` won)."""
+    mine, theirs = row.values[lib], row.values[over]
+    return mine / theirs if row.higher_is_better else theirs / mine
+
+
+def markdown_table(rows: list[Row], libraries: Sequence[str]) -> str:
+    # Ratios are taken against the gateway's own client when it ran, since that
+    # is the one in use; otherwise against the first library named.
+    reference = "gateway" if "gateway" in libraries else libraries[0]
+    others = [lib for lib in libraries if lib != reference]
+    header = ["metric (median of runs)", *libraries]
+    header += [f"{reference} advantage over {other}" for other in others]
+    align = ["---"] + ["---:"] * (len(libraries) + len(others))
+    if others:
+        header.append("best")
+        align.append("---")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
-        va, vb = row.values[a], row.values[b]
-        advantage = va / vb if row.higher_is_better else vb / va
-        better = a if advantage > 1 else b
-        lines.append(
-            f"| {row.label} | {row.unit_fmt.format(va)} | {row.unit_fmt.format(vb)} "
-            f"| {advantage:.2f}x | {better} |"
-        )
+        cells = [row.label, *(row.unit_fmt.format(row.values[lib]) for lib in libraries)]
+        cells += [f"{advantage(row, reference, other):.2f}x" for other in others]
+        if others:
+            sign = 1.0 if row.higher_is_better else -1.0
+            cells.append(max(libraries, key=lambda lib: sign * row.values[lib]))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -730,6 +845,8 @@ def environment(upstream: UpstreamProcess) -> dict[str, str]:
         "httpx": version("httpx"),
         "httpcore": version("httpcore"),
         "h11": version("h11"),
+        "gateway client": f"oai-gateway {version('oai-gateway')} "
+        f"(httptools {version('httptools')})",
         "anyio": version("anyio"),
         "uvloop": version("uvloop"),
         # Other work on the machine skews every number; record it.
@@ -756,9 +873,27 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def parse_libraries(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in LIBRARIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(LIBRARIES)}, got {value!r}"
+        )
+    return names
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="aiohttp vs httpx as an upstream client")
-    parser.add_argument("--quick", action="store_true", help="15% of the counts, ~20 s")
+    parser = argparse.ArgumentParser(
+        description="HTTP client libraries compared as the gateway's upstream client"
+    )
+    parser.add_argument("--quick", action="store_true", help="15%% of the counts, ~20 s")
+    parser.add_argument(
+        "--libraries",
+        type=parse_libraries,
+        default=LIBRARIES,
+        help=f"comma-separated, in table order (default {','.join(LIBRARIES)})",
+    )
     parser.add_argument("--no-wrk", action="store_true", help="use the Python ceiling driver")
     parser.add_argument("--json", type=Path, help="also write raw samples as JSON here")
     parser.add_argument(
@@ -772,7 +907,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = make_plan(args.quick)
+    plan = make_plan(args.quick, args.libraries)
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -804,7 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     rows = build_rows(samples, plan)
-    print("## Upstream client library: aiohttp vs httpx\n")
+    print(f"## Upstream client library: {' vs '.join(plan.libraries)}\n")
     print("Environment: " + "; ".join(f"{k}: {v}" for k, v in env.items()))
     print(
         f"\nUpstream ceiling (c=64 non-stream chat, {ceiling.tool}): "
@@ -812,7 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(scenario_table(plan))
     print()
-    print(markdown_table(rows))
+    print(markdown_table(rows, plan.libraries))
     print(f"\nAll runs ({plan.repeats} per library and scenario):\n")
     print(details_table(samples))
     print(f"\nTotal time: {time.perf_counter() - started:.1f} s")
@@ -820,6 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "environment": env,
+            "libraries": list(plan.libraries),
             "ceiling": asdict(ceiling),
             "scenarios": [asdict(s) for s in plan.scenarios],
             "samples": [asdict(s) for s in samples],
