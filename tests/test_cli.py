@@ -359,3 +359,59 @@ def test_main_reports_problems_in_process(
     assert len(lines) == 2
     assert "SERVICE_PORT" in lines[0]
     assert "LOG_LEVEL" in lines[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from the parent ids in /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone since the listing
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_two_workers_serve_then_stop_on_sigterm_with_status_0(
+    tmp_path: Path, custom_upstream: OpenAICompatUpstream
+) -> None:
+    port = free_port()
+    env = base_env(
+        tmp_path,
+        ALLOWED_API_KEYS=GW_SECRET,
+        CUSTOM_BASE_URL=custom_upstream.base_url + "/v1",
+        CUSTOM_API_KEY=CUSTOM_KEY,
+    )
+    with GatewayProcess(
+        "module", ["--workers", "2", "--port", str(port)], env, tmp_path, port
+    ) as gateway:
+        gateway.wait_healthy()
+        headers = {"authorization": f"Bearer {GW_SECRET}"}
+        for _ in range(6):
+            response = httpx.get(f"{gateway.url}/custom/v1/models", headers=headers, timeout=5)
+            assert response.status_code == 200, response.text
+        children = descendants(gateway.process.pid)
+        assert len(children) >= 2, children  # two workers (and multiprocessing's helper)
+        status = gateway.terminate()
+        log = gateway.log()
+    assert status == 0, log
+    assert "Traceback" not in log, log
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while (left := {pid for pid in children if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"worker processes outlived the supervisor: {left}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
