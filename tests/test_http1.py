@@ -634,3 +634,28 @@ def test_a_body_read_whole_stops_at_the_limit(run: RunLoop) -> None:
             pool.close()
 
     run(scenario())
+
+
+def test_interim_answers_are_skipped_for_the_real_one(run: RunLoop) -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            client = client_for(server.port)
+            await client.start()
+            response = await client.request("GET", "/x", request_id="r", timer=Timer())
+            assert response.status == 200
+            assert "link" not in response.headers
+            assert await response.read() == b"{}"
+            await client.aclose()
+
+    run(scenario())

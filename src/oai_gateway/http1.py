@@ -68,6 +68,7 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.headers: dict[str, str] = {}
         self._headers_done = False
+        self._interim = False
         self._keep_alive = False
         self._complete = False
         self._error: BaseException | None = None
@@ -110,7 +111,13 @@ class Connection(asyncio.Protocol):
         self.headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim answer (103 Early Hints, a stray 100 Continue): the real one follows.
+            self.headers = {}
+            self._interim = True
+            return
+        self.status = status
         self._keep_alive = self._parser.should_keep_alive()
         self._headers_done = True
         self._wake()
@@ -128,6 +135,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._wake()
 
