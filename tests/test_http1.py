@@ -7,10 +7,11 @@ server can answer in ways no well-behaved framework would (no length, garbage, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,20 @@ def run(request: pytest.FixtureRequest) -> RunLoop:
     return run_on_loop
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Handler, **options: Any
+) -> AsyncIterator[tuple[ScriptedServer, UpstreamClient]]:
+    """A scripted upstream and a started client for it, both closed afterwards."""
+    async with ScriptedServer(handler) as server:
+        client = client_for(server.port, **options)
+        await client.start()
+        try:
+            yield server, client
+        finally:
+            await client.aclose()
+
+
 def client_for(port: int, *, timeout_s: float = 5.0, pool_size: int = 512) -> UpstreamClient:
     return UpstreamClient(
         base_url=f"http://127.0.0.1:{port}/v1",
@@ -122,11 +137,8 @@ def keep_alive(body: bytes) -> Handler:
 
 def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length(run: RunLoop) -> None:
     async def scenario() -> None:
-        async with ScriptedServer(keep_alive(b'{"ok":true}')) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(keep_alive(b'{"ok":true}')) as (server, client):
             assert await call(client) == b'{"ok":true}'
-            await client.aclose()
         head = server.requests[0].decode()
         assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
         for line in (
@@ -145,12 +157,9 @@ def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length(run: R
 
 def test_one_connection_serves_sequential_requests(run: RunLoop) -> None:
     async def scenario() -> None:
-        async with ScriptedServer(keep_alive(b"{}")) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(keep_alive(b"{}")) as (server, client):
             for _ in range(5):
                 assert await call(client) == b"{}"
-            await client.aclose()
         assert server.connections == 1
         assert len(server.requests) == 5
 
@@ -166,12 +175,9 @@ def test_connection_close_answers_are_not_reused(run: RunLoop) -> None:
         await writer.drain()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (server, client):
             for _ in range(3):
                 assert await call(client) == b"{}"
-            await client.aclose()
         assert server.connections == 3
 
     run(scenario())
@@ -189,12 +195,9 @@ def test_body_without_length_ends_with_the_connection(run: RunLoop) -> None:
         await writer.drain()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (server, client):
             assert await call(client) == b'{"part":"two"}'
             assert await call(client) == b'{"part":"two"}'  # a new connection, not the dead one
-            await client.aclose()
         assert server.connections == 2
 
     run(scenario())
@@ -220,9 +223,7 @@ def test_chunked_stream_is_relayed_part_by_part_as_it_arrives(run: RunLoop) -> N
         await keep_alive(b"{}")(server, reader, writer)
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (server, client):
             response = await client.request(
                 "POST", "/chat/completions", body=b"{}", request_id="r", timer=Timer(), stream=True
             )
@@ -232,7 +233,6 @@ def test_chunked_stream_is_relayed_part_by_part_as_it_arrives(run: RunLoop) -> N
             response.close()
             assert received == parts
             await call(client)  # the connection went back to the pool after the last chunk
-            await client.aclose()
         assert server.connections == 1
 
     run(scenario())
@@ -250,9 +250,7 @@ def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             response = await client.request(
                 "GET", "/big", request_id="r", timer=Timer(), stream=True
             )
@@ -262,7 +260,6 @@ def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop
             assert connection._paused, "reading should pause with over 1 MiB unread"
             assert await response.read() == body
             assert not connection._paused
-            await client.aclose()
 
     run(scenario())
 
@@ -277,12 +274,9 @@ def test_garbage_is_an_invalid_response(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             with pytest.raises(UpstreamError, match="invalid HTTP response"):
                 await call(client)
-            await client.aclose()
 
     run(scenario())
 
@@ -297,12 +291,9 @@ def test_garbage_after_the_head_is_an_invalid_response(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             with pytest.raises(UpstreamError, match="invalid HTTP response"):
                 await call(client)
-            await client.aclose()
 
     run(scenario())
 
@@ -317,12 +308,9 @@ def test_a_connection_closed_mid_answer_is_reported(cut: bytes, run: RunLoop) ->
         await writer.drain()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             with pytest.raises(UpstreamError, match="closed the connection before"):
                 await call(client)
-            await client.aclose()
 
     run(scenario())
 
@@ -335,14 +323,11 @@ def test_silence_past_the_timeout_is_a_timeout(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port, timeout_s=0.2)
-            await client.start()
+        async with serving(handler, timeout_s=0.2) as (_server, client):
             started = time.monotonic()
             with pytest.raises(UpstreamTimeoutError, match=r"did not answer within 0\.2 s"):
                 await call(client)
             assert 0.15 < time.monotonic() - started < 2
-            await client.aclose()
 
     run(scenario())
 
@@ -362,9 +347,7 @@ def test_a_stream_times_out_on_silence_only(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port, timeout_s=0.3)
-            await client.start()
+        async with serving(handler, timeout_s=0.3) as (_server, client):
             response = await client.request(
                 "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
             )
@@ -378,7 +361,6 @@ def test_a_stream_times_out_on_silence_only(run: RunLoop) -> None:
                 await drain()
             response.close()
             assert b"".join(received) == b"ok" * 8
-            await client.aclose()
 
     run(scenario())
 
@@ -395,15 +377,12 @@ def test_a_slow_reader_is_not_the_upstreams_silence(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port, timeout_s=0.1)
-            await client.start()
+        async with serving(handler, timeout_s=0.1) as (_server, client):
             response = await client.request(
                 "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
             )
             await asyncio.sleep(0.3)
             assert [part async for part in response.chunks()] == [b"slow"]
-            await client.aclose()
 
     run(scenario())
 
@@ -419,12 +398,9 @@ def test_the_pool_never_opens_more_than_its_size(run: RunLoop) -> None:
             await writer.drain()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port, pool_size=2)
-            await client.start()
+        async with serving(handler, pool_size=2) as (server, client):
             answers = await asyncio.gather(*(call(client) for _ in range(8)))
             assert answers == [b"{}"] * 8
-            await client.aclose()
         assert server.most_open <= 2
         assert len(server.requests) == 8
 
@@ -444,9 +420,7 @@ def test_a_full_pool_waits_no_longer_than_the_connect_timeout(run: RunLoop) -> N
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port, timeout_s=0.3, pool_size=1)
-            await client.start()
+        async with serving(handler, timeout_s=0.3, pool_size=1) as (server, client):
             stream = await client.request(
                 "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
             )
@@ -455,7 +429,6 @@ def test_a_full_pool_waits_no_longer_than_the_connect_timeout(run: RunLoop) -> N
                 await call(client)
             assert time.monotonic() - started < 1.5
             stream.close()
-            await client.aclose()
         assert server.connections == 1
 
     run(scenario())
@@ -507,14 +480,11 @@ def test_release_of_an_unfinished_answer_closes_the_connection(run: RunLoop) -> 
     hung_up = asyncio.Event()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             response = await client.request("GET", "/x", request_id="r", timer=Timer())
             response.close()
             response.close()  # idempotent
             await asyncio.wait_for(hung_up.wait(), 2)
-            await client.aclose()
 
     run(scenario())
 
@@ -649,13 +619,10 @@ def test_interim_answers_are_skipped_for_the_real_one(run: RunLoop) -> None:
         await reader.read()
 
     async def scenario() -> None:
-        async with ScriptedServer(handler) as server:
-            client = client_for(server.port)
-            await client.start()
+        async with serving(handler) as (_server, client):
             response = await client.request("GET", "/x", request_id="r", timer=Timer())
             assert response.status == 200
             assert "link" not in response.headers
             assert await response.read() == b"{}"
-            await client.aclose()
 
     run(scenario())
