@@ -314,10 +314,13 @@ class Pool:
                 ssl=self._tls,
                 server_hostname=self.host if self._tls is not None else None,
             )
-        except OSError as exc:
-            raise ConnectError(str(exc) or type(exc).__name__) from None
-        finally:
-            self.forget(placeholder)
+        except BaseException as exc:
+            self.forget(placeholder)  # its slot goes to whoever waits
+            if isinstance(exc, OSError):
+                raise ConnectError(str(exc) or type(exc).__name__) from None
+            raise
+        # The slot passes straight to the new connection; nobody waiting is woken for it.
+        self._open.discard(placeholder)
         self._open.add(connection)
         return connection
 

@@ -160,28 +160,18 @@ class UpstreamClient:
         pool = self._pool
         if pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        loop = pool.loop
         # A non-streaming answer has one budget, shared by all upstream calls of one client
         # request; a stream has none in total, only a bound on each silence.
-        until = None if stream else loop.time() + self.timeout_s
+        until = None if stream else pool.loop.time() + self.timeout_s
         if until is not None and deadline is not None:
-            until = min(until, loop.time() + max(deadline - time.monotonic(), 0.001))
+            until = min(until, pool.loop.time() + max(deadline - time.monotonic(), 0.001))
         for attempt in range(CONNECT_RETRIES + 1):
             traced: dict[str, str] = {}
             tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
             head = self._head(method, path, body, request_id, traced)
             started = time.perf_counter()
             try:
-                connect_s = self._connect_s
-                if until is not None:
-                    connect_s = max(min(connect_s, until - loop.time()), 0.001)
-                connection = await pool.acquire(connect_s)
-                connection.send(head, body, deadline=until, idle_limit=self.timeout_s)
-                try:
-                    await connection.read_head()
-                except BaseException:
-                    connection.release()
-                    raise
+                connection = await self._exchange(pool, head, body, until)
             except http1.ConnectError as exc:
                 self._finished(tokens, None, exc)
                 if attempt == CONNECT_RETRIES:
@@ -196,6 +186,22 @@ class UpstreamClient:
             self._finished(tokens, connection.status, None)
             return UpstreamResponse(self, connection, timer)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(
+        self, pool: http1.Pool, head: bytes, body: bytes | None, until: float | None
+    ) -> http1.Connection:
+        """One attempt: a connection, the request written, the head of the answer read."""
+        connect_s = self._connect_s
+        if until is not None:
+            connect_s = max(min(connect_s, until - pool.loop.time()), 0.001)
+        connection = await pool.acquire(connect_s)
+        connection.send(head, body, deadline=until, idle_limit=self.timeout_s)
+        try:
+            await connection.read_head()
+        except BaseException:
+            connection.release()  # unfinished: the connection is closed, not reused
+            raise
+        return connection
 
     def _head(
         self,
