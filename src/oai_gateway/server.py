@@ -46,7 +46,8 @@ class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         signal = DisconnectSignal()
         self.scope[DISCONNECT_SIGNAL] = signal  # type: ignore[literal-required]
-        # Only requests still answering need the signal; pipelined ones queue up behind them.
+        # Keep only signals whose work is running, so a long keep-alive connection holds no more
+        # than the requests in flight on it (one, unless the client pipelines).
         self._signals = [s for s in self._signals if s.task is not None]
         self._signals.append(signal)
 
