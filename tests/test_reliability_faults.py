@@ -337,13 +337,14 @@ class HangUpServer:
                 conn, _ = self._listener.accept()
             except TimeoutError:
                 continue
+            # Counted at once: the gateway may answer its client before this thread goes on.
+            self.accepted += 1
             # Wait for the request so the gateway has surely sent it, then reset.
             conn.settimeout(2)
             with contextlib.suppress(OSError):
                 conn.recv(65536)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
             conn.close()
-            self.accepted += 1
 
     def close(self) -> None:
         self._stop.set()
