@@ -20,7 +20,7 @@ import uvloop
 
 from oai_gateway import http1
 from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
-from oai_gateway.upstream import UpstreamClient
+from oai_gateway.upstream import UpstreamClient, json_headers
 
 Handler = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -626,3 +626,12 @@ def test_interim_answers_are_skipped_for_the_real_one(run: RunLoop) -> None:
             assert await response.read() == b"{}"
 
     run(scenario())
+
+
+def test_provider_headers_ask_for_uncompressed_json_and_carry_the_key() -> None:
+    headers = json_headers("upstream-key", {"x-extra": "1"})
+    assert headers["accept-encoding"] == "identity"
+    assert headers["accept"] == "application/json"
+    assert headers["authorization"] == "Bearer upstream-key"
+    assert headers["x-extra"] == "1"
+    assert "authorization" not in json_headers(None, {})
