@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.test_chat import chat_body
 from tests.test_cli import GatewayProcess, base_env, free_port
-from tests.upstreams import OpenAICompatUpstream
+from tests.upstreams import Fault, OpenAICompatUpstream
 
 EXIT_BOUND_S = 5.0
 
@@ -124,8 +125,46 @@ def test_stream_longer_than_the_grace_period_is_cut(
         code = gateway.process.wait(timeout=grace + EXIT_BOUND_S)
         elapsed = time.monotonic() - started
         reader.join(5)
-    assert code == 0, gateway.log()
+        log = gateway.log()
+    assert code == 0, log
     assert grace - 0.2 < elapsed < grace + 3.0, elapsed
     assert "data: [DONE]" not in reader.text
+    # The client is told why its stream ended, and the log has no traceback for it.
+    last = reader.text.rstrip().rsplit("\n\n", 1)[-1]
+    assert last.startswith("data: {"), reader.text[-300:]
+    error = orjson.loads(last.removeprefix("data: "))["error"]
+    assert error["code"] == "server_shutting_down", error
+    assert error["type"] == "api_error", error
+    assert "Traceback" not in log, log
     # Cutting the client's stream also closes the upstream call (pools closed on the way out).
     assert slow_upstream.wait_for_disconnect(2.0), "the upstream stream was left running"
+
+
+def test_a_plain_request_outliving_the_grace_period_gets_a_503(
+    tmp_path: Path, slow_upstream: OpenAICompatUpstream
+) -> None:
+    slow_upstream.fault = Fault(kind="delay_headers", delay_s=6.0)
+    outcome: list[httpx.Response] = []
+
+    def ask() -> None:
+        headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+        with httpx.Client(timeout=15) as http:
+            url = f"{gateway.url}/custom/v1/chat/completions"
+            outcome.append(http.post(url, json=chat_body("custom"), headers=headers))
+
+    with start_gateway(tmp_path, slow_upstream, "0.5") as gateway:
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        assert slow_upstream.wait_for_requests(1, 5.0), "the request never reached the upstream"
+        gateway.process.send_signal(signal.SIGTERM)
+        code = gateway.process.wait(timeout=EXIT_BOUND_S)
+        asking.join(5)
+        log = gateway.log()
+    assert code == 0, log
+    assert outcome, "the client got no answer"
+    response = outcome[0]
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "server_shutting_down", error
+    assert error["type"] == "api_error", error
+    assert "Traceback" not in log, log

@@ -110,6 +110,13 @@ class UpstreamTimeoutError(UpstreamError):
     default_code = "upstream_timeout"
 
 
+class ShuttingDownError(GatewayError):
+    """The shutdown grace period ran out while this request was still being answered."""
+
+    status = 503
+    default_code = "server_shutting_down"
+
+
 class ClientDisconnectedError(Exception):
     """The client went away; nothing more can be sent to it."""
 

@@ -35,6 +35,7 @@ from oai_gateway.errors import (
     GatewayError,
     MethodNotAllowedError,
     RouteNotFoundError,
+    ShuttingDownError,
     UnsupportedOperationError,
     UpstreamError,
 )
@@ -52,6 +53,10 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 HEALTHY = orjson.dumps({"status": "ok"})
+_SHUTTING_DOWN = (
+    "The gateway is shutting down and its grace period ended before this request finished; "
+    "retry it."
+)
 OPENAPI_DOCUMENT = resources.files("oai_gateway").joinpath("openapi.json").read_bytes()
 
 
@@ -230,10 +235,12 @@ class Router:
         except asyncio.CancelledError:
             if signal is not None and signal.disconnected:
                 call.context.client_disconnected = True
-            if not call.context.client_disconnected:
-                raise
             task.uncancel()
-            raise ClientDisconnectedError from None
+            if call.context.client_disconnected:
+                raise ClientDisconnectedError from None
+            # The server cancels what is still running when SHUTDOWN_GRACE_S runs out: say so
+            # (a 503 the SDKs retry elsewhere, or a stream's error event) instead of a cut.
+            raise ShuttingDownError(_SHUTTING_DOWN) from None
         finally:
             if watcher is not None:
                 watcher.cancel()
