@@ -264,34 +264,29 @@ def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop
     run(scenario())
 
 
-def test_garbage_is_an_invalid_response(run: RunLoop) -> None:
+def replies(data: bytes, *, then_close: bool = False) -> Handler:
+    """A handler that reads one request, writes `data`, then hangs up or waits for the end."""
+
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await server.read_request(reader)
-        writer.write(b"SMTP ready\r\n\r\n")
+        writer.write(data)
         await writer.drain()
-        await reader.read()
+        if not then_close:
+            await reader.read()
 
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SMTP ready\r\n\r\n", OK_HEAD + b"transfer-encoding: chunked\r\n\r\nzz\r\n"],
+    ids=["not-http", "bad-chunk-after-the-head"],
+)
+def test_garbage_is_an_invalid_response(answer: bytes, run: RunLoop) -> None:
     async def scenario() -> None:
-        async with serving(handler) as (_server, client):
-            with pytest.raises(UpstreamError, match="invalid HTTP response"):
-                await call(client)
-
-    run(scenario())
-
-
-def test_garbage_after_the_head_is_an_invalid_response(run: RunLoop) -> None:
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(OK_HEAD + b"transfer-encoding: chunked\r\n\r\nzz\r\n")
-        await writer.drain()
-        await reader.read()
-
-    async def scenario() -> None:
-        async with serving(handler) as (_server, client):
+        async with serving(replies(answer)) as (_server, client):
             with pytest.raises(UpstreamError, match="invalid HTTP response"):
                 await call(client)
 
@@ -300,15 +295,8 @@ def test_garbage_after_the_head_is_an_invalid_response(run: RunLoop) -> None:
 
 @pytest.mark.parametrize("cut", [b"", OK_HEAD, OK_HEAD + b"content-length: 100\r\n\r\n{"])
 def test_a_connection_closed_mid_answer_is_reported(cut: bytes, run: RunLoop) -> None:
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(cut)
-        await writer.drain()
-
     async def scenario() -> None:
-        async with serving(handler) as (_server, client):
+        async with serving(replies(cut, then_close=True)) as (_server, client):
             with pytest.raises(UpstreamError, match="closed the connection before"):
                 await call(client)
 
@@ -316,11 +304,7 @@ def test_a_connection_closed_mid_answer_is_reported(cut: bytes, run: RunLoop) ->
 
 
 def test_silence_past_the_timeout_is_a_timeout(run: RunLoop) -> None:
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        await reader.read()
+    handler = replies(b"")
 
     async def scenario() -> None:
         async with serving(handler, timeout_s=0.2) as (_server, client):
