@@ -135,6 +135,21 @@ def keep_alive(body: bytes) -> Handler:
     return handler
 
 
+def replies(data: bytes, *, then_close: bool = False) -> Handler:
+    """A handler that reads one request, writes `data`, then hangs up or waits for the end."""
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(data)
+        await writer.drain()
+        if not then_close:
+            await reader.read()
+
+    return handler
+
+
 def test_request_head_carries_the_path_prefix_fixed_headers_id_and_length(run: RunLoop) -> None:
     async def scenario() -> None:
         async with serving(keep_alive(b'{"ok":true}')) as (server, client):
@@ -167,12 +182,9 @@ def test_one_connection_serves_sequential_requests(run: RunLoop) -> None:
 
 
 def test_connection_close_answers_are_not_reused(run: RunLoop) -> None:
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(OK_HEAD + b"connection: close\r\ncontent-length: 2\r\n\r\n{}")
-        await writer.drain()
+    handler = replies(
+        OK_HEAD + b"connection: close\r\ncontent-length: 2\r\n\r\n{}", then_close=True
+    )
 
     async def scenario() -> None:
         async with serving(handler) as (server, client):
@@ -241,13 +253,7 @@ def test_chunked_stream_is_relayed_part_by_part_as_it_arrives(run: RunLoop) -> N
 def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop) -> None:
     body = bytes(range(256)) * (12 * 1024)  # 3 MiB
 
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-        await writer.drain()
-        await reader.read()
+    handler = replies(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
 
     async def scenario() -> None:
         async with serving(handler) as (_server, client):
@@ -262,21 +268,6 @@ def test_a_consumer_falling_behind_pauses_reading_and_loses_nothing(run: RunLoop
             assert not connection._paused
 
     run(scenario())
-
-
-def replies(data: bytes, *, then_close: bool = False) -> Handler:
-    """A handler that reads one request, writes `data`, then hangs up or waits for the end."""
-
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(data)
-        await writer.drain()
-        if not then_close:
-            await reader.read()
-
-    return handler
 
 
 @pytest.mark.parametrize(
@@ -352,13 +343,7 @@ def test_a_stream_times_out_on_silence_only(run: RunLoop) -> None:
 def test_a_slow_reader_is_not_the_upstreams_silence(run: RunLoop) -> None:
     """Data waiting unread for longer than the timeout is no reason to fail the stream."""
 
-    async def handler(
-        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
-        await writer.drain()
-        await reader.read()
+    handler = replies(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
 
     async def scenario() -> None:
         async with serving(handler, timeout_s=0.1) as (_server, client):
