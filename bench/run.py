@@ -527,6 +527,38 @@ async def _latencies(
     return statistics.median(samples)
 
 
+async def _paired_added(
+    url: str,
+    direct_url: str,
+    body: dict[str, object],
+    count: int,
+    extra: Mapping[str, str] | None = None,
+) -> float:
+    """Median of (target - direct) over back-to-back pairs, alternating which goes first.
+
+    Measured apart, a megabyte answer's latency drifts with whatever else the machine does
+    between the two measurements; in pairs the drift is the same on both sides and cancels.
+    """
+    headers = {"authorization": f"Bearer {KEY}", **(extra or {})}
+    added = []
+    async with aiohttp.ClientSession() as target, aiohttp.ClientSession() as direct:
+
+        async def timed(session: aiohttp.ClientSession, address: str) -> float:
+            started = time.perf_counter()
+            async with session.post(address, json=body, headers=headers) as reply:
+                await reply.read()
+                assert reply.status == 200, reply.status
+            return (time.perf_counter() - started) * 1000
+
+        for i in range(count):
+            if i % 2:
+                through, straight = await timed(target, url), await timed(direct, direct_url)
+            else:
+                straight, through = await timed(direct, direct_url), await timed(target, url)
+            added.append(through - straight)
+    return statistics.median(added)
+
+
 # -- the scenarios ----------------------------------------------------------------------------
 
 
@@ -551,7 +583,7 @@ def cpu_per(target: Target, run: Callable[[], int]) -> tuple[int, float | None]:
     return units, (target.process.cpu_s() - before) * 1000 / units
 
 
-def measure(target: Target, results: Measure, quick: bool) -> None:
+def measure(target: Target, results: Measure, quick: bool, direct_base: str) -> None:
     secs = 3 if quick else 8
     n_streams = 600 if quick else 3000
     chat = target.base + "/chat/completions"
@@ -592,6 +624,19 @@ def measure(target: Target, results: Measure, quick: bool) -> None:
             _latencies(target.base + "/embeddings", embed, 30 if quick else 100, target.headers)
         ),
     )
+    if target.base != direct_base:
+        results.add(
+            "embeddings 64x1536 added p50 ms",
+            asyncio.run(
+                _paired_added(
+                    target.base + "/embeddings",
+                    direct_base + "/embeddings",
+                    embed,
+                    30 if quick else 200,
+                    target.headers,
+                )
+            ),
+        )
     if target.process is not None:
         results.add("RSS after load MB", target.process.rss_mb())
 
@@ -606,6 +651,7 @@ ROWS = (
     ("stream c=16 cpu ms/stream", "stream: CPU per stream (ms, c=16)"),
     ("stream c=1 first chunk p50 ms", "stream, c=1: time to first chunk p50 (ms)"),
     ("embeddings 64x1536 p50 ms", "embeddings 64x1536, c=1: p50 latency (ms)"),
+    ("embeddings 64x1536 added p50 ms", "embeddings 64x1536, c=1: added, paired with direct (ms)"),
     ("idle RSS MB", "idle RSS (MB)"),
     ("RSS after load MB", "RSS after load (MB)"),
     ("startup s", "start to first served request (s)"),
@@ -690,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         by_target[name].add("startup s", target.startup_s)
                     if target.idle_rss_mb is not None:
                         by_target[name].add("idle RSS MB", target.idle_rss_mb)
-                    measure(target, by_target[name], args.quick)
+                    measure(target, by_target[name], args.quick, upstream_url)
                 except Exception as error:
                     if name not in PEER_STARTERS:
                         raise
