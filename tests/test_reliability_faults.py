@@ -275,26 +275,33 @@ class AttemptCounter:
         del token, status, error
 
 
+@contextlib.contextmanager
+def gateway_in_front_of(base: str) -> Iterator[httpx.Client]:
+    """A gateway whose every provider points at `base`, and a client holding its key."""
+    config = make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        custom_base_url=base + "/v1",
+        custom_api_key=CUSTOM_KEY,
+        ollama_base_url=base,
+        cerebras_base_url=base + "/v1",
+        cerebras_api_key=CEREBRAS_KEY,
+    )
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with (
+        GatewayServer(config) as gateway,
+        httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http,
+    ):
+        yield http
+
+
 @pytest.fixture
 def refused() -> Iterator[tuple[httpx.Client, AttemptCounter]]:
     """A gateway whose every upstream is a loopback port nobody listens on."""
     port = closed_port()
     counter = AttemptCounter(port)
     upstream_module.REQUEST_HOOKS.append(counter)
-    config = make_config(
-        allowed_api_keys=GATEWAY_KEY,
-        custom_base_url=f"http://127.0.0.1:{port}/v1",
-        custom_api_key=CUSTOM_KEY,
-        ollama_base_url=f"http://127.0.0.1:{port}",
-        cerebras_base_url=f"http://127.0.0.1:{port}/v1",
-        cerebras_api_key=CEREBRAS_KEY,
-    )
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     try:
-        with (
-            GatewayServer(config) as server,
-            httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
-        ):
+        with gateway_in_front_of(f"http://127.0.0.1:{port}") as http:
             yield http, counter
     finally:
         upstream_module.REQUEST_HOOKS.remove(counter)
@@ -356,21 +363,8 @@ class HangUpServer:
 def hangup() -> Iterator[tuple[httpx.Client, HangUpServer]]:
     """A gateway whose every upstream accepts, reads the request and resets the connection."""
     server = HangUpServer()
-    base = f"http://127.0.0.1:{server.port}"
-    config = make_config(
-        allowed_api_keys=GATEWAY_KEY,
-        custom_base_url=base + "/v1",
-        custom_api_key=CUSTOM_KEY,
-        ollama_base_url=base,
-        cerebras_base_url=base + "/v1",
-        cerebras_api_key=CEREBRAS_KEY,
-    )
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     try:
-        with (
-            GatewayServer(config) as gateway,
-            httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http,
-        ):
+        with gateway_in_front_of(f"http://127.0.0.1:{server.port}") as http:
             yield http, server
     finally:
         server.close()
