@@ -1,7 +1,7 @@
 """HTTP client libraries compared as the gateway's async upstream client.
 
 Three clients: aiohttp, httpx, and "gateway", the gateway's own HTTP/1.1
-client (``oai_gateway.upstream.UpstreamClient`` over ``oai_gateway.http1``),
+client (``oai_gateway.upstream.client.UpstreamClient`` over ``oai_gateway.upstream.http1``),
 which has since replaced aiohttp in the gateway.
 
 Usage::
@@ -72,7 +72,7 @@ import aiohttp
 import httptools
 import httpx
 
-from oai_gateway.upstream import UpstreamClient, json_headers
+from oai_gateway.upstream.client import UpstreamClient, json_headers
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream.py"

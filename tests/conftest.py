@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from oai_gateway.config import Config
+from oai_gateway.config.loader import Config
 from tests.gateway import GatewayServer, make_config
 from tests.spec import take_violations
 from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream

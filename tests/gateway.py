@@ -14,10 +14,10 @@ import orjson
 import uvicorn
 
 from oai_gateway.app import GatewayApp, create_app
-from oai_gateway.config import Config, builtin_providers
-from oai_gateway.providers_file import read_providers_file
-from oai_gateway.server import EnvelopeHttpToolsProtocol
-from oai_gateway.settings import Settings
+from oai_gateway.config.loader import Config, builtin_providers
+from oai_gateway.config.providers_file import read_providers_file
+from oai_gateway.config.settings import Settings
+from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.spec import SpecCheckingApp, load_spec
 
 START_TIMEOUT_S = 10.0

@@ -22,7 +22,7 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from oai_gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from oai_gateway.server.asgi import ASGIApp, Message, Receive, Scope, Send
 
 SPEC_PATH = Path(__file__).parent / "data" / "openai-openapi.yaml"
 _BASE = "urn:openai-openapi"

@@ -464,7 +464,7 @@ def test_readyz_503_when_no_provider_answers(dead_gateway: GatewayServer) -> Non
 
 def test_the_allocator_is_tuned_on_glibc() -> None:
     """On this (glibc) Linux the thresholds are accepted; the call is safe to repeat."""
-    from oai_gateway.allocator import keep_large_buffers_in_heap
+    from oai_gateway.server.allocator import keep_large_buffers_in_heap
 
     assert keep_large_buffers_in_heap() is True
     assert keep_large_buffers_in_heap() is True

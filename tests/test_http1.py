@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import uvloop
 
-from oai_gateway import http1
 from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
-from oai_gateway.upstream import UpstreamClient, json_headers
+from oai_gateway.upstream import http1
+from oai_gateway.upstream.client import UpstreamClient, json_headers
 
 Handler = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"

@@ -17,8 +17,13 @@ import httpx
 import orjson
 import pytest
 
-from oai_gateway.log import ACCESS_LOGGER, JsonFormatter, TextFormatter, configure_logging
-from oai_gateway.redact import REDACTED, Redactor
+from oai_gateway.observability.log import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+)
+from oai_gateway.observability.redact import REDACTED, Redactor
 from tests.conftest import CEREBRAS_KEY, CUSTOM_KEY, GATEWAY_KEY
 from tests.test_cli import GatewayProcess, base_env, free_port
 from tests.upstreams import CerebrasUpstream, Fault, OllamaUpstream, OpenAICompatUpstream

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from oai_gateway.config import load_config
-from oai_gateway.providers_file import read_providers_file
-from oai_gateway.settings import ConfigError, ProviderSpec
+from oai_gateway.config.loader import load_config
+from oai_gateway.config.providers_file import read_providers_file
+from oai_gateway.config.settings import ConfigError, ProviderSpec
 
 GROQ_SECRET = "gsk-groq-secret-value-123"
 LOCAL_SECRET = "sk-local-secret-value-456"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from oai_gateway.server import EnvelopeHttpToolsProtocol
+from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.conftest import CHAT_MODEL, GATEWAY_KEY, config_for
 from tests.gateway import GatewayServer, read_until
 from tests.gateway import open_raw as raw_post

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from oai_gateway import upstream as upstream_module
-from oai_gateway.upstream import UpstreamClient
+from oai_gateway.upstream import client as upstream_module
+from oai_gateway.upstream.client import UpstreamClient
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
 from tests.gateway import GatewayServer, make_config
 from tests.test_upstream_faults import check_error, closed_port, error_body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oai_gateway.config import Config
+from oai_gateway.config.loader import Config
 from tests.conftest import CEREBRAS_KEY, CUSTOM_KEY, GATEWAY_KEY
 from tests.gateway import make_config
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oai_gateway.config import load_config
-from oai_gateway.settings import ConfigError, Settings, load_settings
+from oai_gateway.config.loader import load_config
+from oai_gateway.config.settings import ConfigError, Settings, load_settings
 
 VARIABLES = (
     "SERVICE_HOST",

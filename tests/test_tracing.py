@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from oai_gateway.tracing import TracingMiddleware, enabled, instrument
+from oai_gateway.observability.tracing import TracingMiddleware, enabled, instrument
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.gateway import GatewayServer, make_config
 from tests.upstreams import Fault, OpenAICompatUpstream
@@ -233,7 +233,7 @@ def test_off_imports_no_opentelemetry(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from oai_gateway.app import create_app\n"
-        "from oai_gateway.config import load_config\n"
+        "from oai_gateway.config.loader import load_config\n"
         "app = create_app(load_config({}))\n"
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
         "from oai_gateway import upstream\n"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import gc
 import logging
 
-from oai_gateway.allocator import keep_large_buffers_in_heap
-from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
-from oai_gateway.auth import Authenticator
-from oai_gateway.config import Config, load_config
-from oai_gateway.log import configure_logging
-from oai_gateway.metrics import GatewayMetrics
+from oai_gateway.api.auth import Authenticator
+from oai_gateway.api.routes import Router
+from oai_gateway.config.loader import Config, load_config
 from oai_gateway.middleware.cors import CORSMiddleware
 from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
+from oai_gateway.observability.log import configure_logging
+from oai_gateway.observability.metrics import GatewayMetrics
+from oai_gateway.observability.redact import Redactor
+from oai_gateway.observability.tracing import flush as flush_tracing
+from oai_gateway.observability.tracing import instrument as instrument_tracing
 from oai_gateway.providers.registry import ProviderRegistry
-from oai_gateway.redact import Redactor
-from oai_gateway.routes import Router
-from oai_gateway.tracing import flush as flush_tracing
-from oai_gateway.tracing import instrument as instrument_tracing
+from oai_gateway.server.allocator import keep_large_buffers_in_heap
+from oai_gateway.server.asgi import ASGIApp, Receive, Scope, Send
 
 _log = logging.getLogger("oai_gateway")
 

@@ -13,12 +13,12 @@ from typing import Any
 import uvicorn
 
 from oai_gateway.app import create_app
-from oai_gateway.config import Config, load_config
-from oai_gateway.log import configure_logging
-from oai_gateway.metrics import MULTIPROCESS_ENV
-from oai_gateway.redact import Redactor
-from oai_gateway.server import EnvelopeHttpToolsProtocol
-from oai_gateway.settings import ConfigError
+from oai_gateway.config.loader import Config, load_config
+from oai_gateway.config.settings import ConfigError
+from oai_gateway.observability.log import configure_logging
+from oai_gateway.observability.metrics import MULTIPROCESS_ENV
+from oai_gateway.observability.redact import Redactor
+from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from oai_gateway.redact import Redactor
+from oai_gateway.observability.redact import Redactor
 
 _MAX_UPSTREAM_MESSAGE = 600
 

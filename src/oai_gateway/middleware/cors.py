@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from oai_gateway.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from oai_gateway.server.asgi import ASGIApp, Message, Receive, Scope, Send, header
 
 ALLOWED_HEADERS = b"Authorization, Content-Type, X-Request-ID"
 ALLOWED_METHODS = b"GET, POST, OPTIONS"

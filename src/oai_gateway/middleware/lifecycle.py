@@ -1,19 +1,19 @@
 """The one cross-cutting ASGI layer: request context, response headers, access log, metrics.
 
-Each concern lives in its own module (`request_id`, `security_headers`, `access_log`,
-`oai_gateway.metrics`); they share this single layer because every ASGI layer costs an extra
-coroutine frame per request and per streamed chunk, and together they were a measurable share of
-the gateway's overhead (docs/performance.md).
+Each concern lives in its own module (`observability.request_id`, `security_headers`,
+`observability.access_log`, `observability.metrics`); they share this single layer because
+every ASGI layer costs an extra coroutine frame per request and per streamed chunk, and
+together they were a measurable share of the gateway's overhead (docs/performance.md).
 """
 
 from __future__ import annotations
 
-from oai_gateway.asgi import ASGIApp, Headers, Message, Receive, Scope, Send
-from oai_gateway.context import SCOPE_KEY, RequestContext
-from oai_gateway.metrics import GatewayMetrics
-from oai_gateway.middleware.access_log import log_access
-from oai_gateway.middleware.request_id import request_id
 from oai_gateway.middleware.security_headers import SECURITY_HEADERS
+from oai_gateway.observability.access_log import log_access
+from oai_gateway.observability.context import SCOPE_KEY, RequestContext
+from oai_gateway.observability.metrics import GatewayMetrics
+from oai_gateway.observability.request_id import request_id
+from oai_gateway.server.asgi import ASGIApp, Headers, Message, Receive, Scope, Send
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from oai_gateway.settings import ProviderSpec
-from oai_gateway.upstream import Timer
+from oai_gateway.config.settings import ProviderSpec
+from oai_gateway.upstream.client import Timer
 from oai_gateway.wire.normalize import ChunkNormalizer
 from oai_gateway.wire.requests import RequestFacts
 

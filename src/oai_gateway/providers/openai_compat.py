@@ -11,17 +11,17 @@ from typing import Any, ClassVar
 
 import orjson
 
+from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import (
     GatewayError,
     ModelNotFoundError,
     UpstreamError,
     upstream_status_error,
 )
+from oai_gateway.observability.redact import Redactor
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation
 from oai_gateway.providers.quirks import NO_QUIRKS, Quirks, apply_quirks
-from oai_gateway.redact import Redactor
-from oai_gateway.settings import ProviderSpec
-from oai_gateway.upstream import UpstreamClient, UpstreamResponse, json_headers
+from oai_gateway.upstream.client import UpstreamClient, UpstreamResponse, json_headers
 from oai_gateway.wire import normalize
 from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.sse import DONE, DONE_EVENT, SSEParser, SSEProtocolError, frame

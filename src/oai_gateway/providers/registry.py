@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 
+from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import ModelNotFoundError, ProviderNotFoundError
+from oai_gateway.observability.redact import Redactor
 from oai_gateway.providers.base import Provider
 from oai_gateway.providers.cerebras import CerebrasProvider
 from oai_gateway.providers.ollama import OllamaProvider
 from oai_gateway.providers.openai_compat import OpenAICompatProvider
-from oai_gateway.redact import Redactor
-from oai_gateway.settings import ProviderSpec
 
 ProviderFactory = Callable[[ProviderSpec, Redactor], Provider]
 

@@ -4,7 +4,7 @@ Off unless the standard `OTEL_*` variables ask for traces (`OTEL_TRACES_EXPORTER
 endpoint) and the `tracing` extra is installed. When off, `instrument` returns the app unchanged
 and nothing from `opentelemetry` is imported, so the request path pays nothing.
 
-The upstream side is a `RequestHook` registered in `oai_gateway.upstream.REQUEST_HOOKS`; it
+The upstream side is a `RequestHook` registered in `oai_gateway.upstream.client.REQUEST_HOOKS`; it
 opens a client span per upstream attempt and injects its W3C `traceparent` into the request.
 Attributes follow OpenTelemetry's HTTP and GenAI semantic conventions (`gen_ai.provider.name`,
 and the older `gen_ai.system` that many backends still read).
@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from oai_gateway import upstream
-from oai_gateway.asgi import ASGIApp, Receive, Scope, Send
-from oai_gateway.context import SCOPE_KEY, RequestContext
+from oai_gateway.observability.context import SCOPE_KEY, RequestContext
+from oai_gateway.server.asgi import ASGIApp, Receive, Scope, Send
+from oai_gateway.upstream import client as upstream
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer

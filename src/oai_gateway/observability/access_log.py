@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from oai_gateway.asgi import Scope
-from oai_gateway.context import RequestContext
-from oai_gateway.log import ACCESS_LOGGER, write_access
+from oai_gateway.observability.context import RequestContext
+from oai_gateway.observability.log import ACCESS_LOGGER, write_access
+from oai_gateway.server.asgi import Scope
 
 _log = logging.getLogger(ACCESS_LOGGER)
 

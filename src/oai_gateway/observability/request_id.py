@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from oai_gateway.asgi import Scope, header
+from oai_gateway.server.asgi import Scope, header
 
 _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from oai_gateway.asgi import Scope, header
 from oai_gateway.errors import AuthenticationError
+from oai_gateway.server.asgi import Scope, header
 
 _MESSAGE = (
     "Invalid or missing API key. Send 'Authorization: Bearer <key>' with a key this gateway "

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from oai_gateway.redact import Redactor
+from oai_gateway.observability.redact import Redactor
 
 ACCESS_LOGGER = "oai_gateway.access"
 # uvicorn adds an ANSI-coloured copy of its messages; it has no place in a log file. `asctime`

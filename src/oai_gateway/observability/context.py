@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from oai_gateway.asgi import Scope
+from oai_gateway.server.asgi import Scope
 
 SCOPE_KEY = "oai_gateway.request"
 

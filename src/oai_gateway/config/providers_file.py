@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from oai_gateway.settings import ProviderKind, ProviderSpec, http_url
+from oai_gateway.config.settings import ProviderKind, ProviderSpec, http_url
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

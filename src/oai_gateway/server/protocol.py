@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from oai_gateway.asgi import DISCONNECT_SIGNAL, DisconnectSignal
-from oai_gateway.middleware.request_id import new_request_id
 from oai_gateway.middleware.security_headers import SECURITY_HEADERS
+from oai_gateway.observability.request_id import new_request_id
+from oai_gateway.server.asgi import DISCONNECT_SIGNAL, DisconnectSignal
 
 MAX_HEAD_BYTES = 64 * 1024
 _MALFORMED = "The HTTP request is malformed and could not be parsed."

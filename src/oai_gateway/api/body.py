@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from oai_gateway.asgi import Receive, Scope, header
 from oai_gateway.errors import ClientDisconnectedError, InvalidRequestError, PayloadTooLargeError
+from oai_gateway.server.asgi import Receive, Scope, header
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

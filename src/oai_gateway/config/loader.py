@@ -9,8 +9,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from oai_gateway.providers_file import read_providers_file
-from oai_gateway.settings import ConfigError, ProviderSpec, Settings, load_settings
+from oai_gateway.config.providers_file import read_providers_file
+from oai_gateway.config.settings import ConfigError, ProviderSpec, Settings, load_settings
 
 
 @dataclass(frozen=True, slots=True)

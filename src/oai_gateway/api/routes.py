@@ -16,19 +16,8 @@ from typing import Any
 
 import orjson
 
-from oai_gateway.asgi import (
-    DISCONNECT_SIGNAL,
-    JSON_CONTENT_TYPE,
-    DisconnectSignal,
-    Headers,
-    Receive,
-    Scope,
-    Send,
-    send_bytes,
-)
-from oai_gateway.auth import Authenticator
-from oai_gateway.body import read_body
-from oai_gateway.context import RequestContext, request_context
+from oai_gateway.api.auth import Authenticator
+from oai_gateway.api.body import read_body
 from oai_gateway.errors import (
     INTERNAL_ERROR,
     ClientDisconnectedError,
@@ -39,9 +28,20 @@ from oai_gateway.errors import (
     UnsupportedOperationError,
     UpstreamError,
 )
-from oai_gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from oai_gateway.observability.context import RequestContext, request_context
+from oai_gateway.observability.metrics import CONTENT_TYPE, GatewayMetrics
 from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
 from oai_gateway.providers.registry import ProviderRegistry, ensure_model_allowed
+from oai_gateway.server.asgi import (
+    DISCONNECT_SIGNAL,
+    JSON_CONTENT_TYPE,
+    DisconnectSignal,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    send_bytes,
+)
 from oai_gateway.wire import requests
 from oai_gateway.wire.normalize import EncodedJson
 from oai_gateway.wire.sse import frame

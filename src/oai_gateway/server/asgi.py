@@ -14,7 +14,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
-# Scope key under which a server that can (oai_gateway.server) hands the app a DisconnectSignal.
+# Scope key under which a server that can (server/protocol.py) hands the app a DisconnectSignal.
 DISCONNECT_SIGNAL = "oai_gateway.disconnect_signal"
 
 

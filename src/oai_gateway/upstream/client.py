@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from oai_gateway import http1
 from oai_gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
+from oai_gateway.upstream import http1
 
 CONNECT_RETRIES = 2
 _RETRY_BACKOFF_S = (0.05, 0.2)
@@ -42,7 +42,7 @@ class RequestHook(Protocol):
     def finished(self, token: object, status: int | None, error: BaseException | None) -> None: ...
 
 
-# Optional instrumentation: oai_gateway.tracing registers its hook here when tracing is
+# Optional instrumentation: observability/tracing.py registers its hook here when tracing is
 # configured, before any client starts; empty (and so free) otherwise.
 REQUEST_HOOKS: list[RequestHook] = []
 

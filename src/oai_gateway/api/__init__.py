@@ -1,0 +1,1 @@
+"""The router: transport only (parse, authenticate, resolve, call, render)."""

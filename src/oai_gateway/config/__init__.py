@@ -1,0 +1,1 @@
+"""Configuration: the environment, the providers file, validated together once."""

@@ -1,0 +1,1 @@
+"""Logs, metrics, tracing, redaction and what is known about one request."""

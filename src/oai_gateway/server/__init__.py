@@ -1,0 +1,1 @@
+"""The server edge: the HTTP protocol, ASGI types, process set-up."""

@@ -1,0 +1,1 @@
+"""The upstream transport: the policy (client.py) over the HTTP/1.1 client."""
