@@ -236,7 +236,7 @@ def test_off_imports_no_opentelemetry(tmp_path: Path) -> None:
         "from oai_gateway.config.loader import load_config\n"
         "app = create_app(load_config({}))\n"
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
-        "from oai_gateway import upstream\n"
+        "from oai_gateway.upstream import client as upstream\n"
         "assert upstream.REQUEST_HOOKS == []\n"
         "print('ok')\n"
     )
