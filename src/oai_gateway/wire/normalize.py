@@ -103,6 +103,21 @@ def chat_logprobs(value: Any) -> Json | None:
     return {"content": value.get("content"), "refusal": value.get("refusal")}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _alternatives(value: Any) -> dict[str, float] | None:
+    """`{token: logprob}` from chat-form `top_logprobs`, skipping entries that are not a pair."""
+    if not isinstance(value, list):
+        return None
+    return {
+        a["token"]: a["logprob"]
+        for a in value
+        if isinstance(a, dict) and isinstance(a.get("token"), str) and _is_number(a.get("logprob"))
+    }
+
+
 def text_logprobs(value: Any) -> Json | None:
     """Legacy completions use `{tokens, token_logprobs, top_logprobs, text_offset}`; servers
     that answer in the chat form (`{content: [{token, logprob, top_logprobs}]}`) are
@@ -118,16 +133,13 @@ def text_logprobs(value: Any) -> Json | None:
     offsets: list[int] = []
     offset = 0
     for entry in entries:
-        token = entry.get("token", "") if isinstance(entry, dict) else ""
+        item = entry if isinstance(entry, dict) else {}
+        token = item.get("token")
         token = token if isinstance(token, str) else ""
+        logprob = item.get("logprob")
         tokens.append(token)
-        logprobs.append(entry.get("logprob") if isinstance(entry, dict) else None)
-        alternatives = entry.get("top_logprobs") if isinstance(entry, dict) else None
-        top.append(
-            {a["token"]: a["logprob"] for a in alternatives if isinstance(a, dict) and "token" in a}
-            if isinstance(alternatives, list)
-            else None
-        )
+        logprobs.append(logprob if _is_number(logprob) else None)
+        top.append(_alternatives(item.get("top_logprobs")))
         offsets.append(offset)
         offset += len(token)
     return {
@@ -138,12 +150,18 @@ def text_logprobs(value: Any) -> Json | None:
     }
 
 
+def _index(choice: Json, position: int) -> int:
+    """The choice's own index when it is one; clients key choices by it (a dict or set key)."""
+    index = choice.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
+
+
 def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
     out = _envelope(obj, _CHAT_KEYS, "chat.completion", model, ident)
     choices = []
     for position, choice in enumerate(_choices(obj)):
         fixed = _pick(choice, _CHAT_CHOICE_KEYS)
-        fixed.setdefault("index", position)
+        fixed["index"] = _index(choice, position)
         fixed["message"] = _message(choice.get("message"))
         if fixed.get("finish_reason") is None:
             fixed["finish_reason"] = "tool_calls" if fixed["message"].get("tool_calls") else "stop"
@@ -158,7 +176,7 @@ def text_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
     choices = []
     for position, choice in enumerate(_choices(obj)):
         fixed = _pick(choice, _TEXT_CHOICE_KEYS)
-        fixed.setdefault("index", position)
+        fixed["index"] = _index(choice, position)
         if not isinstance(fixed.get("text"), str):
             fixed["text"] = ""
         if fixed.get("finish_reason") is None:
@@ -241,14 +259,14 @@ class ChunkNormalizer:
             choice = {**choice, "index": self._choice_index}
         if not self._chat:
             fixed = _pick(choice, _TEXT_CHOICE_KEYS)
-            fixed.setdefault("index", position)
+            fixed["index"] = _index(choice, position)
             if not isinstance(fixed.get("text"), str):
                 fixed["text"] = ""
             fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
             fixed.setdefault("finish_reason", None)
             return fixed
         fixed = _pick(choice, _CHUNK_CHOICE_KEYS)
-        index = fixed.setdefault("index", position)
+        index = fixed["index"] = _index(choice, position)
         delta = choice.get("delta")
         delta = _pick(delta, _DELTA_KEYS) if isinstance(delta, dict) else {}
         if "role" in delta:
@@ -290,7 +308,12 @@ def encode_base64(vector: list[float]) -> str:
 
 
 def decode_base64(text: str) -> list[float]:
-    raw = base64.b64decode(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error: not base64
+        raise UpstreamError("The upstream returned an embedding that is not base64.") from None
+    if len(raw) % 4:
+        raise UpstreamError("The upstream returned a base64 embedding of partial float32 values.")
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
