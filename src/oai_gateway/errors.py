@@ -222,6 +222,10 @@ def _map_status(
             code=code,
             param=fields.get("param"),
         )
+    if status == 501:
+        # llama.cpp's server without --embeddings, for one: the operation does not exist there,
+        # and a 502 would make the SDKs retry what can never succeed.
+        return UnsupportedOperationError(f"{label} does not implement this operation: {detail}")
     if status == 408:
         return UpstreamTimeoutError(f"{label} timed out handling the request (HTTP 408).")
     return UpstreamError(
