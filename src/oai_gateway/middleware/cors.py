@@ -1,4 +1,8 @@
-"""CORS (SPEC §4.4): installed only when origins are configured; off means no CORS headers."""
+"""CORS (SPEC §4.4): installed only when origins are configured; off means no CORS headers.
+
+When on, every answer carries `Vary: Origin`, allowed origin or not: an answer without CORS
+headers must not be served from a shared cache to an allowed origin, nor the reverse.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from oai_gateway.server.asgi import ASGIApp, Message, Receive, Scope, Send, head
 
 ALLOWED_HEADERS = b"Authorization, Content-Type, X-Request-ID"
 ALLOWED_METHODS = b"GET, POST, OPTIONS"
+_VARY = (b"vary", b"Origin")
 
 
 class CORSMiddleware:
@@ -20,15 +25,15 @@ class CORSMiddleware:
         return self._any or origin in self._origins
 
     def _headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"access-control-allow-origin", b"*" if self._any else origin),
-            (b"vary", b"Origin"),
-        ]
+        return [(b"access-control-allow-origin", b"*" if self._any else origin), _VARY]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = header(scope, b"origin") if scope["type"] == "http" else None
-        if origin is None or not self._allowed(origin):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        origin = header(scope, b"origin")
+        if origin is None or not self._allowed(origin):
+            await self.app(scope, receive, _with_headers(send, [_VARY]))
             return
         preflight = scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method")
         if preflight:
@@ -43,10 +48,13 @@ class CORSMiddleware:
             await send({"type": "http.response.body", "body": b""})
             return
         extra = [*self._headers(origin), (b"access-control-expose-headers", b"x-request-id")]
+        await self.app(scope, receive, _with_headers(send, extra))
 
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *extra]
+        await send(message)
+
+    return send_with_headers
