@@ -12,13 +12,21 @@ from typing import Any
 
 import uvicorn
 
-from oai_gateway.app import create_app
+from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config.loader import Config, load_config
-from oai_gateway.config.settings import ConfigError
+from oai_gateway.config.settings import ConfigError, Settings
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import MULTIPROCESS_ENV
 from oai_gateway.observability.redact import Redactor
-from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
+from oai_gateway.server.protocol import EdgeLimits, EnvelopeHttpToolsProtocol, protocol_for
+
+# Flags of the server edge, each overriding the setting it names.
+_EDGE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--head-timeout-s", float, "server_head_timeout_s"),
+    ("--max-head-bytes", int, "server_max_head_bytes"),
+    ("--max-connections", int, "server_max_connections"),
+    ("--keepalive-s", float, "server_keepalive_s"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,17 +37,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (SERVICE_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--providers-file", help="TOML providers file (PROVIDERS_FILE)")
+    edge = serve.add_argument_group("server edge (per worker; see docs/configuration.md)")
+    for flag, kind, variable in _EDGE_FLAGS:
+        edge.add_argument(flag, type=kind, help=f"({variable.upper()})")
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--providers-file", help="TOML providers file (PROVIDERS_FILE)")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    edge = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, _, name in _EDGE_FLAGS}
     return {
         "service_host": getattr(args, "host", None),
         "service_port": getattr(args, "port", None),
         "providers_file": args.providers_file,
+        **edge,
     }
+
+
+def edge_limits(settings: Settings) -> EdgeLimits:
+    return EdgeLimits(
+        head_timeout_s=settings.server_head_timeout_s,
+        max_head_bytes=settings.server_max_head_bytes,
+        max_connections=settings.server_max_connections,
+        keepalive_s=settings.server_keepalive_s,
+    )
+
+
+def worker_app() -> GatewayApp:
+    """Factory for worker processes, which each read the configuration once at their start."""
+    config = load_config()
+    configure_logging(
+        config.settings.log_level, config.settings.log_format, Redactor(config.secrets())
+    )
+    # A worker is its own process serving only this configuration: its protocol class is set once.
+    EnvelopeHttpToolsProtocol.limits = edge_limits(config.settings)
+    return create_app(config)
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -78,7 +111,7 @@ def serve(config: Config, workers: int) -> int:
         "host": settings.service_host,
         "port": settings.service_port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
-        "http": EnvelopeHttpToolsProtocol,
+        "http": protocol_for(edge_limits(settings)),
         "ws": "none",
         "lifespan": "on",
         "access_log": False,
@@ -96,11 +129,13 @@ def serve(config: Config, workers: int) -> int:
         os.environ["SERVICE_PORT"] = str(settings.service_port)
         if settings.providers_file is not None:
             os.environ["PROVIDERS_FILE"] = str(settings.providers_file)
+        for _, _, name in _EDGE_FLAGS:
+            os.environ[name.upper()] = str(getattr(settings, name))
+        # The protocol class travels to the workers by name, so it is the module's own one.
+        options["http"] = EnvelopeHttpToolsProtocol
         with tempfile.TemporaryDirectory(prefix="oai-gateway-metrics-") as metrics_dir:
             os.environ.setdefault(MULTIPROCESS_ENV, metrics_dir)
-            uvicorn.run(
-                "oai_gateway.app:app_from_environment", factory=True, workers=workers, **options
-            )
+            uvicorn.run("oai_gateway.cli:worker_app", factory=True, workers=workers, **options)
     else:
         # uvicorn re-raises the SIGTERM it shut down on; under the default handler that would
         # end a clean, drained shutdown with "killed by signal" instead of exit status 0.

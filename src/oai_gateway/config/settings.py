@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     custom_base_url: str | None = None
     custom_api_key: SecretStr | None = None
     providers_file: Path | None = None
+    # The server edge: what one client connection may cost (docs/configuration.md).
+    server_head_timeout_s: float = Field(10.0, gt=0)
+    server_max_head_bytes: int = Field(65_536, ge=1024)
+    server_max_connections: int = Field(1000, ge=1)
+    server_keepalive_s: float = Field(5.0, gt=0)
 
     @field_validator("allowed_api_keys", "cors_allow_origins", mode="before")
     @classmethod
