@@ -11,7 +11,7 @@ import pytest
 
 from oai_gateway.config.loader import Config
 from tests.gateway import GatewayServer, make_config
-from tests.spec import take_violations
+from tests.spec import begin_test, take_violations
 from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 
 pytest_plugins = ["tests.log_guard"]  # fails the session if a log record carries a key
@@ -44,7 +44,7 @@ def cerebras_upstream() -> Iterator[CerebrasUpstream]:
 @pytest.fixture(autouse=True)
 def _responses_match_openai_spec() -> Iterator[None]:
     """Fail any test during which the gateway sent a response that breaks OpenAI's spec."""
-    take_violations()
+    begin_test()
     yield
     violations = take_violations()
     assert not violations, "responses that break OpenAI's spec:\n" + "\n".join(violations)

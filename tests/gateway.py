@@ -17,6 +17,7 @@ from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config.loader import Config, builtin_providers
 from oai_gateway.config.providers_file import read_providers_file
 from oai_gateway.config.settings import Settings
+from oai_gateway.server.asgi import ASGIApp
 from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.spec import SpecCheckingApp, load_spec
 
@@ -38,14 +39,12 @@ def make_config(
     return Config(settings, tuple(providers.values()))
 
 
-class GatewayServer:
-    """The gateway served by uvicorn in a background thread, on a free loopback port."""
+class LoopbackServer:
+    """An ASGI app served by uvicorn in a background thread, on a free loopback port."""
 
     def __init__(
-        self, config: Config, http: type[asyncio.Protocol] = EnvelopeHttpToolsProtocol
+        self, app: ASGIApp, http: type[asyncio.Protocol] = EnvelopeHttpToolsProtocol
     ) -> None:
-        load_spec()  # before serving: the first check must not stall the gateway's event loop
-        self.app: GatewayApp = create_app(config)
         # IPPROTO_TCP, not 0: asyncio only disables Nagle (TCP_NODELAY) on sockets that say TCP.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,7 +52,7 @@ class GatewayServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         uv_config = uvicorn.Config(
-            SpecCheckingApp(self.app),
+            app,
             loop="asyncio",
             http=http,
             ws="none",
@@ -102,6 +101,17 @@ class GatewayServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class GatewayServer(LoopbackServer):
+    """The gateway from `create_app`, every response it sends checked against OpenAI's spec."""
+
+    def __init__(
+        self, config: Config, http: type[asyncio.Protocol] = EnvelopeHttpToolsProtocol
+    ) -> None:
+        load_spec()  # before serving: the first check must not stall the gateway's event loop
+        self.app: GatewayApp = create_app(config)
+        super().__init__(SpecCheckingApp(self.app), http)
 
 
 def open_raw(port: int, path: str, body: dict[str, Any], key: str) -> socket.socket:

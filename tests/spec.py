@@ -3,6 +3,12 @@
 `SpecCheckingApp` wraps the gateway's ASGI app in the test server: it sees each response as the
 client does (status, body, SSE events), picks the component schema for the route and records
 every violation; an autouse fixture fails the test that produced one.
+
+The check runs before the response's last message is handed to the server, so once a client has
+read a whole response its violations are already recorded: a test's last response cannot slip
+past the fixture's final look. A response still unfinished when its test ends belongs to no test
+(its client never saw all of it), so what it would record later is dropped instead of being
+blamed on whichever test runs next.
 """
 
 from __future__ import annotations
@@ -27,8 +33,17 @@ from oai_gateway.server.asgi import ASGIApp, Message, Receive, Scope, Send
 SPEC_PATH = Path(__file__).parent / "data" / "openai-openapi.yaml"
 _BASE = "urn:openai-openapi"
 
-_violations: list[str] = []
-_lock = threading.Lock()
+
+class _Ledger:
+    """The violations seen during the running test; responses remember which test they began in."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.test = 0
+        self.violations: list[str] = []
+
+
+_ledger = _Ledger()
 
 
 def _nullable(keyword: str) -> Any:
@@ -173,20 +188,34 @@ def _unfinished_as_finished(chunk: Any) -> Any:
     return {**chunk, "choices": fixed}
 
 
-def record(found: list[str]) -> None:
-    with _lock:
-        _violations.extend(found)
+def current_test() -> int:
+    with _ledger.lock:
+        return _ledger.test
+
+
+def record(found: list[str], test: int) -> None:
+    """Keep the violations of a response that began during `test`, if that test still runs."""
+    with _ledger.lock:
+        if test == _ledger.test:
+            _ledger.violations.extend(found)
+
+
+def begin_test() -> None:
+    """Forget earlier violations; responses that began before now no longer record any."""
+    with _ledger.lock:
+        _ledger.test += 1
+        _ledger.violations.clear()
 
 
 def take_violations() -> list[str]:
-    with _lock:
-        found = list(_violations)
-        _violations.clear()
+    with _ledger.lock:
+        found = list(_ledger.violations)
+        _ledger.violations.clear()
     return found
 
 
 class SpecCheckingApp:
-    """Pass-through ASGI wrapper that checks each finished response against the spec."""
+    """Pass-through ASGI wrapper that checks each response against the spec as it completes."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -195,13 +224,13 @@ class SpecCheckingApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        test = current_test()
         status = 0
         content_type = ""
         parts: list[bytes] = []
-        complete = False
 
         async def observe(message: Message) -> None:
-            nonlocal status, content_type, complete
+            nonlocal status, content_type
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for key, value in message.get("headers", ()):
@@ -209,9 +238,9 @@ class SpecCheckingApp:
                         content_type = value.decode()
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
-                complete = not message.get("more_body", False)
+                if not message.get("more_body", False):  # checked before the last byte leaves
+                    body = b"".join(parts)
+                    record(check_response(scope["path"], status, content_type, body), test)
             await send(message)
 
         await self.app(scope, receive, observe)
-        if complete:
-            record(check_response(scope["path"], status, content_type, b"".join(parts)))
