@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import orjson
 import uvicorn
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config.loader import Config, builtin_providers
@@ -24,11 +25,30 @@ from tests.spec import SpecCheckingApp, load_spec
 START_TIMEOUT_S = 10.0
 
 
+class ExplicitSettings(Settings):
+    """Settings from the values passed in alone: no environment variable and no `.env` file.
+
+    A developer's shell (a real CEREBRAS_API_KEY, ALLOWED_API_KEYS, CORS_ALLOW_ORIGINS…) must not
+    change what a test's gateway does, nor send its readiness checks to a real provider.
+    """
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def make_config(
     *, env: dict[str, str] | None = None, providers_file: str | None = None, **values: Any
 ) -> Config:
     """A Config from explicit values only, never the machine's environment or `.env`."""
-    settings = Settings(_env_file=None, **values)
+    settings = ExplicitSettings(**values)
     providers = {p.name: p for p in builtin_providers(settings)}
     if providers_file is not None:
         named, problems = read_providers_file(
