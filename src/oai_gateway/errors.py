@@ -37,6 +37,8 @@ class GatewayError(Exception):
         self.http_status = status if status is not None else self.status
         self.headers: Mapping[str, str] = headers or {}
         self.upstream_status: int | None = None  # set when this maps an upstream HTTP error
+        # Set when the upstream never answered: "refused", "reset", "connect_timeout" (SPEC §11).
+        self.failure: str | None = None
 
     def envelope(self) -> dict[str, Any]:
         return {

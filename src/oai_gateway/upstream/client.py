@@ -130,6 +130,8 @@ class UpstreamClient:
         self._connect_s = min(timeout_s, _MAX_CONNECT_S)
         self._fixed_head = _header_lines({"host": url.netloc.rpartition("@")[2], **headers})
         self._pool: http1.Pool | None = None
+        # SPEC §4.2a; a member of a provider with several upstreams moves on instead (§11).
+        self.connect_retries = CONNECT_RETRIES
 
     async def start(self) -> None:
         self._pool = http1.Pool(
@@ -165,7 +167,7 @@ class UpstreamClient:
         until = None if stream else pool.loop.time() + self.timeout_s
         if until is not None and deadline is not None:
             until = min(until, pool.loop.time() + max(deadline - time.monotonic(), 0.001))
-        for attempt in range(CONNECT_RETRIES + 1):
+        for attempt in range(self.connect_retries + 1):
             traced: dict[str, str] = {}
             tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
             head = self._head(method, path, body, request_id, traced)
@@ -174,13 +176,13 @@ class UpstreamClient:
                 connection = await self._exchange(pool, head, body, until)
             except http1.ConnectError as exc:
                 self._finished(tokens, None, exc)
-                if attempt == CONNECT_RETRIES:
-                    raise self.transport_error(exc) from None
+                if attempt >= self.connect_retries:
+                    raise _unanswered(self.transport_error(exc), exc) from None
                 await asyncio.sleep(_RETRY_BACKOFF_S[attempt])
                 continue
             except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
                 self._finished(tokens, None, exc)
-                raise self.transport_error(exc) from None
+                raise _unanswered(self.transport_error(exc), exc) from None
             finally:
                 timer.upstream_s += time.perf_counter() - started
             self._finished(tokens, connection.status, None)
@@ -247,6 +249,17 @@ class UpstreamClient:
         if isinstance(exc, http1.DisconnectedError):
             return UpstreamError(f"{self.label} closed the connection before the answer was done.")
         return UpstreamError(f"{self.label} sent an invalid HTTP response.")
+
+
+def _unanswered(error: GatewayError, cause: BaseException) -> GatewayError:
+    """Name a failure that happened before any answer head, which another upstream may retry."""
+    if isinstance(cause, http1.ConnectTimeoutError):
+        error.failure = "connect_timeout"
+    elif isinstance(cause, http1.ConnectError):
+        error.failure = "refused"
+    elif isinstance(cause, http1.DisconnectedError):
+        error.failure = "reset"
+    return error
 
 
 def _header_lines(headers: Mapping[str, str]) -> str:

@@ -1,0 +1,1 @@
+"""Several upstreams per provider, model fallbacks and circuit breakers (SPEC §11)."""

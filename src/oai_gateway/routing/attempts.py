@@ -1,0 +1,184 @@
+"""One request's attempts (SPEC §11): which candidate next, one budget for every cause, and
+what the answer says about them.
+
+The candidates are the provider's upstreams, each tried at most once and chosen by the
+provider's strategy, then the model's fallbacks in order (one attempt each, on an upstream
+their own provider chooses). Upstreams whose breaker is open or whose `retry-after` has not
+passed are skipped; when that leaves nothing to try at all, the one ready soonest is tried
+anyway, so open breakers never turn a request away unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from oai_gateway.errors import GatewayError, UpstreamTimeoutError
+from oai_gateway.routing.failures import failure_kind, retry_after_s
+from oai_gateway.routing.members import Lease, Member
+from oai_gateway.routing.selection import Strategy
+
+T = TypeVar("T")
+Observer = Callable[[Member, str], None]  # (member, outcome) once per attempt, for metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A provider the attempts may go to: its upstreams and how one is chosen."""
+
+    name: str
+    members: tuple[Member, ...]
+    strategy: Strategy
+
+    def pick(self, tried: set[Member]) -> Member | None:
+        eligible = [m for m in self.members if m not in tried and m.available()]
+        return self.strategy.choose(eligible) if eligible else None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    target: Target
+    member: Member
+    model: str | None  # the fallback's own model name; None for the request's model
+    forced: bool = False
+
+
+@dataclass(slots=True)
+class AttemptPlan:
+    """The candidates of one request, produced one at a time as earlier ones fail."""
+
+    primary: Target
+    fallbacks: Sequence[tuple[Target, str]] = ()
+    max_attempts: int = 3
+    attempts: int = 0
+    _tried: set[Member] = field(default_factory=set)  # the provider's own, tried once each
+    _next_fallback: int = 0
+
+    def next(self) -> Candidate | None:
+        if self.attempts >= self.max_attempts:
+            return None
+        member = self.primary.pick(self._tried)
+        if member is not None:
+            self._tried.add(member)
+            return self._take(Candidate(self.primary, member, None))
+        while self._next_fallback < len(self.fallbacks):
+            target, model = self.fallbacks[self._next_fallback]
+            self._next_fallback += 1
+            member = target.pick(set())
+            if member is not None:
+                return self._take(Candidate(target, member, model))
+        return self._soonest() if self.attempts == 0 else None
+
+    def _take(self, candidate: Candidate) -> Candidate:
+        self.attempts += 1
+        return candidate
+
+    def _soonest(self) -> Candidate | None:
+        options: list[tuple[Member, Target, str | None]]
+        options = [(m, self.primary, None) for m in self.primary.members]
+        options += [(m, t, model) for t, model in self.fallbacks for m in t.members]
+        member, target, model = min(options, key=lambda option: option[0].ready_at)
+        return self._take(Candidate(target, member, model, forced=True))
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.attempts >= self.max_attempts
+
+
+@dataclass(slots=True)
+class Report:
+    """What the response tells the client: attempts made and the upstream that answered."""
+
+    attempts: int = 0
+    upstream: str | None = None
+    budget_spent: bool = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-gateway-attempts": str(self.attempts)}
+        if self.upstream is not None:
+            headers["x-gateway-upstream"] = self.upstream
+        if self.budget_spent:
+            headers["x-should-retry"] = "false"
+        return headers
+
+
+Attempt = Callable[[Candidate, Lease], Awaitable[T]]
+
+
+async def run_attempts(
+    plan: AttemptPlan,
+    attempt: Attempt[T],
+    *,
+    report: Report,
+    ttft_timeout_s: float | None = None,
+    observe: Observer | None = None,
+) -> tuple[T, Lease]:
+    """The first answer any candidate gives, with the lease the caller must release once the
+    answer has been sent (for a stream: when it ends). Raises the last attempt's error, with the
+    attempt headers added, when every attempt failed or an upstream gave the client's answer."""
+    error: GatewayError | None = None
+    while (candidate := plan.next()) is not None:
+        report.attempts += 1
+        report.upstream = candidate.member.label
+        lease = candidate.member.lease(forced=candidate.forced)
+        try:
+            answer = await _timed(attempt(candidate, lease), ttft_timeout_s, candidate)
+        except GatewayError as exc:
+            kind = _settle(lease, exc)
+            _observe(observe, candidate.member, kind or "answered")
+            if kind is None:
+                raise _with_headers(exc, report) from None
+            error = exc
+            continue
+        except BaseException:
+            lease.release()
+            raise
+        lease.succeeded()
+        _observe(observe, candidate.member, "ok")
+        return answer, lease
+    report.budget_spent = plan.budget_spent
+    if error is None:  # pragma: no cover - a plan always yields its first candidate
+        raise RuntimeError("no candidate to attempt")
+    raise _with_headers(error, report)
+
+
+async def _timed(work: Awaitable[T], timeout_s: float | None, candidate: Candidate) -> T:
+    if timeout_s is None:
+        return await work
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await work
+    except TimeoutError:
+        error = UpstreamTimeoutError(
+            f"Upstream {candidate.member.label} sent nothing within ttft_timeout_s "
+            f"({timeout_s:g} s)."
+        )
+        error.failure = "ttft_timeout"
+        raise error from None
+
+
+def _settle(lease: Lease, error: GatewayError) -> str | None:
+    """Report a failed attempt to the breaker and pause a rate-limited upstream."""
+    kind = failure_kind(error)
+    if kind is None:
+        lease.succeeded()  # the upstream answered; the request was what it refused
+    else:
+        lease.failed()
+        if kind == "http_429":
+            pause = retry_after_s(error.headers)
+            if pause is not None:
+                lease.member.pause(pause)
+    lease.release()
+    return kind
+
+
+def _with_headers(error: GatewayError, report: Report) -> GatewayError:
+    error.headers = {**error.headers, **report.headers()}
+    return error
+
+
+def _observe(observe: Observer | None, member: Member, outcome: str) -> None:
+    if observe is not None:
+        observe(member, outcome)
