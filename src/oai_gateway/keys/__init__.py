@@ -1,0 +1,1 @@
+"""Virtual keys: records, the store and its backends, limits and their enforcement (SPEC §10)."""

@@ -1,0 +1,176 @@
+"""`redis://…` / `rediss://…`: the Store in Redis ≥ 7, shared by any number of replicas.
+
+Each hot-path call is one EVALSHA of a Lua script (loaded again on NOSCRIPT) that reads the
+server's clock, so replicas with skewed clocks still share one window. Every key of one virtual
+key carries the hash tag `{<id>}`, so a script only touches one Redis Cluster slot. Key changes
+are published on one channel; subscribers drop their cached record at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from importlib import resources
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from oai_gateway.keys.records import KeyRecord, decode_record, encode_record, parse_time
+from oai_gateway.keys.secrets import new_pepper
+from oai_gateway.keys.store import (
+    ALL_KEYS,
+    Admission,
+    Decision,
+    KeyExistsError,
+    KeyNotFoundError,
+    Refusal,
+    Settlement,
+    StoreUnavailableError,
+)
+
+T = TypeVar("T")
+_log = logging.getLogger("oai_gateway")
+PREFIX = "gw"
+INDEX = f"{PREFIX}:keys"  # ZSET id -> created_at epoch, for listing newest first
+PEPPER = f"{PREFIX}:pepper"
+CHANNEL = f"{PREFIX}:keys:changed"
+TIMEOUT_S = 1.0
+RESUBSCRIBE_S = 0.5
+_REFUSALS: tuple[Refusal | None, ...] = (None, "requests", "tokens", "parallel", "budget")
+
+
+def _script(name: str) -> str:
+    return resources.files("oai_gateway.keys").joinpath(name).read_text()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def key_names(key_id: str) -> list[str]:
+    """The limiter keys of one virtual key, all in the slot of its hash tag."""
+    tag = f"{PREFIX}:{{{key_id}}}"
+    return [f"{tag}:log", f"{tag}:tok", f"{tag}:lease", f"{tag}:budget"]
+
+
+def record_name(key_id: str) -> str:
+    return f"{PREFIX}:{{{key_id}}}:key"
+
+
+class RedisStore:
+    def __init__(self, url: str) -> None:
+        # One retry on a dead pooled connection: after a Redis restart the first command on an
+        # old socket fails, the retry opens a new one. No backoff: the hot path must not wait.
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
+        self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
+        self._closed = asyncio.Event()
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        try:
+            return await command
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis store: {type(exc).__name__}: {exc}") from exc
+
+    async def start(self) -> None:
+        await self._call(self.redis.ping())
+
+    async def aclose(self) -> None:
+        self._closed.set()
+        await self.redis.aclose()
+
+    async def pepper(self) -> str:
+        await self._call(self.redis.set(PEPPER, new_pepper(), nx=True))
+        value = await self._call(self.redis.get(PEPPER))
+        return _text(value)
+
+    async def create_key(self, record: KeyRecord) -> None:
+        created = await self._call(
+            self.redis.set(record_name(record.id), encode_record(record), nx=True)
+        )
+        if not created:
+            raise KeyExistsError(record.id)
+        await self._call(self.redis.zadd(INDEX, {record.id: parse_time(record.created_at)}))
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        data = await self._call(self.redis.get(record_name(key_id)))
+        return None if data is None else decode_record(data)
+
+    async def list_keys(self, limit: int, after: str | None = None) -> list[KeyRecord]:
+        start = 0
+        if after is not None:
+            rank = await self._call(self.redis.zrevrank(INDEX, after))
+            if not isinstance(rank, int):
+                return []
+            start = rank + 1
+        ids = await self._call(self.redis.zrevrange(INDEX, start, start + limit - 1))
+        records = await asyncio.gather(*(self.get_key(_text(i)) for i in ids))
+        return [r for r in records if r is not None]
+
+    async def put_key(self, record: KeyRecord) -> None:
+        replaced = await self._call(
+            self.redis.set(record_name(record.id), encode_record(record), xx=True)
+        )
+        if not replaced:
+            raise KeyNotFoundError(record.id)
+        await self._call(self.redis.publish(CHANNEL, record.id))
+
+    async def changes(self) -> AsyncIterator[str]:
+        while not self._closed.is_set():
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                yield ALL_KEYS  # whatever was published while not subscribed is lost
+                while not self._closed.is_set():
+                    message = await pubsub.get_message(timeout=TIMEOUT_S)
+                    if message is not None and message["type"] == "message":
+                        yield message["data"].decode()
+            except (RedisError, OSError) as exc:
+                _log.debug("key change subscription lost: %s", exc)
+                await asyncio.sleep(RESUBSCRIBE_S)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def admit(self, key_id: str, admission: Admission) -> Decision:
+        args: list[str | int] = [
+            admission.request_id,
+            admission.rpm or 0,
+            admission.tpm or 0,
+            admission.max_parallel or 0,
+            admission.tokens,
+            "" if admission.budget_limit is None else repr(admission.budget_limit),
+            admission.budget_period,
+            repr(admission.budget_cost),
+            repr(admission.lease_ttl_s),
+            repr(admission.window_s),
+        ]
+        reply = await self._call(self._admit(keys=key_names(key_id), args=args))
+        refused, retry_ms, requests, reset_ms, tokens, period = (int(v) for v in reply)
+        return Decision(
+            refused=_REFUSALS[refused],
+            retry_after_s=retry_ms / 1000,
+            remaining_requests=None if requests < 0 else requests,
+            reset_requests_s=reset_ms / 1000,
+            remaining_tokens=None if tokens < 0 else tokens,
+            reset_tokens_s=reset_ms / 1000,
+            period=period,
+        )
+
+    async def settle(self, key_id: str, settlement: Settlement) -> None:
+        args: list[str | int] = [
+            settlement.request_id,
+            settlement.tokens_delta,
+            repr(settlement.budget_delta),
+            str(settlement.period),
+            "1" if settlement.release_lease else "0",
+        ]
+        await self._call(self._settle(keys=key_names(key_id), args=args))

@@ -1,0 +1,282 @@
+"""`sqlite:///…`: the Store in one SQLite file, shared by every worker and process on one host.
+
+WAL lets readers run beside the one writer; every change is one `BEGIN IMMEDIATE` transaction,
+so concurrent admissions from many processes serialise on the file's write lock. All SQLite work
+runs on one dedicated thread per process, which owns the connection: the event loop never blocks
+on the file, and a call costs one hand-off to that thread and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from oai_gateway.keys.admission import Counters, decide
+from oai_gateway.keys.records import KeyRecord, decode_record, encode_record, period_index
+from oai_gateway.keys.secrets import new_pepper
+from oai_gateway.keys.store import (
+    ALL_KEYS,
+    Admission,
+    Decision,
+    KeyExistsError,
+    KeyNotFoundError,
+    Settlement,
+    StoreUnavailableError,
+)
+
+T = TypeVar("T")
+CHANGE_POLL_S = 0.25  # how often the key version counter is read for changes by other processes
+BUSY_TIMEOUT_MS = 5000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, record BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS keys_newest ON keys (created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS key_window (
+    key_id TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS key_window_at ON key_window (key_id, at);
+CREATE TABLE IF NOT EXISTS key_leases (
+    key_id TEXT NOT NULL, request_id TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_budget (
+    key_id TEXT PRIMARY KEY, period INTEGER NOT NULL, used REAL NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('keys_version', '0');
+"""
+
+
+class SQLiteDatabase:
+    """One connection on one thread; `run(fn)` calls fn(connection) there and awaits it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; no fsync per commit
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    async def open(self) -> None:
+        await self.run(lambda _conn: None)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                self._connect()
+            assert self._conn is not None
+            return work(self._conn)
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, call)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=True)
+
+
+def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` inside BEGIN IMMEDIATE: the write lock is taken before the first read."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.database = SQLiteDatabase(path)
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.database.open()
+
+    async def aclose(self) -> None:
+        self._closed.set()
+        await self.database.close()
+
+    async def pepper(self) -> str:
+        def read(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('pepper', ?)", (new_pepper(),))
+            row = conn.execute("SELECT value FROM meta WHERE name = 'pepper'").fetchone()
+            return str(row[0])
+
+        return await self.database.run(read)
+
+    async def create_key(self, record: KeyRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO keys VALUES (?, ?, ?)",
+                    (record.id, record.created_at, encode_record(record)),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyExistsError(record.id) from None
+
+        await self.database.run(insert)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        def read(conn: sqlite3.Connection) -> KeyRecord | None:
+            row = conn.execute("SELECT record FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return None if row is None else decode_record(row[0])
+
+        return await self.database.run(read)
+
+    async def list_keys(self, limit: int, after: str | None = None) -> list[KeyRecord]:
+        def read(conn: sqlite3.Connection) -> list[KeyRecord]:
+            args: tuple[str, ...] = ()
+            if after is None:
+                sql = "SELECT record FROM keys"
+            else:
+                sql = (
+                    "SELECT record FROM keys WHERE (created_at, id) < "
+                    "(SELECT created_at, id FROM keys WHERE id = ?)"
+                )
+                args = (after,)
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            return [decode_record(r[0]) for r in conn.execute(sql, (*args, limit))]
+
+        return await self.database.run(read)
+
+    async def put_key(self, record: KeyRecord) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            changed = conn.execute(
+                "UPDATE keys SET record = ? WHERE id = ?", (encode_record(record), record.id)
+            ).rowcount
+            if not changed:
+                raise KeyNotFoundError(record.id)
+            conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'keys_version'"
+            )
+
+        await self.database.run(lambda conn: transaction(conn, update))
+
+    async def _version(self) -> str:
+        def read(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()
+            return str(row[0])
+
+        return await self.database.run(read)
+
+    async def changes(self) -> AsyncIterator[str]:
+        seen: str | None = None
+        while not self._closed.is_set():
+            try:
+                version = await self._version()
+            except StoreUnavailableError:
+                version = None  # unknown: whatever happened meanwhile, start over when back
+            if version != seen:
+                if seen is not None:
+                    yield ALL_KEYS
+                seen = version
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), CHANGE_POLL_S)
+
+    async def admit(self, key_id: str, admission: Admission) -> Decision:
+        return await self.database.run(
+            lambda conn: transaction(conn, lambda c: _admit(c, key_id, admission))
+        )
+
+    async def settle(self, key_id: str, settlement: Settlement) -> None:
+        await self.database.run(
+            lambda conn: transaction(conn, lambda c: _settle(c, key_id, settlement))
+        )
+
+
+def _admit(conn: sqlite3.Connection, key_id: str, admission: Admission) -> Decision:
+    now = time.time()
+    requests, tokens, oldest = 0, 0, None
+    if admission.rpm is not None or admission.tpm is not None:
+        conn.execute(
+            "DELETE FROM key_window WHERE key_id = ? AND at <= ?",
+            (key_id, now - admission.window_s),
+        )
+        requests, tokens, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM key_window WHERE key_id = ?",
+            (key_id,),
+        ).fetchone()
+    leases = 0
+    if admission.max_parallel is not None:
+        conn.execute("DELETE FROM key_leases WHERE key_id = ? AND expires_at <= ?", (key_id, now))
+        (leases,) = conn.execute(
+            "SELECT count(*) FROM key_leases WHERE key_id = ?", (key_id,)
+        ).fetchone()
+    period, used = period_index(admission.budget_period, now), 0.0
+    if admission.budget_limit is not None:
+        row = conn.execute(
+            "SELECT period, used FROM key_budget WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        used = row[1] if row is not None and row[0] == period else 0.0
+    counters = Counters(now, requests, tokens, oldest, leases, used, period)
+
+    def entries() -> list[tuple[float, int]]:
+        sql = "SELECT at, tokens FROM key_window WHERE key_id = ? ORDER BY at"
+        return conn.execute(sql, (key_id,)).fetchall()
+
+    decision = decide(admission, counters, entries)
+    if decision.admitted:
+        _reserve(conn, key_id, admission, now, used)
+    return decision
+
+
+def _reserve(
+    conn: sqlite3.Connection, key_id: str, admission: Admission, now: float, used: float
+) -> None:
+    request_id = admission.request_id
+    if admission.rpm is not None or admission.tpm is not None:
+        conn.execute(
+            "INSERT INTO key_window VALUES (?, ?, ?, ?)",
+            (key_id, request_id, now, admission.tokens),
+        )
+    if admission.max_parallel is not None:
+        conn.execute(
+            "INSERT INTO key_leases VALUES (?, ?, ?)",
+            (key_id, request_id, now + admission.lease_ttl_s),
+        )
+    if admission.budget_limit is not None:
+        conn.execute(
+            "INSERT INTO key_budget VALUES (?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
+            "period = excluded.period, used = excluded.used",
+            (key_id, period_index(admission.budget_period, now), used + admission.budget_cost),
+        )
+
+
+def _settle(conn: sqlite3.Connection, key_id: str, settlement: Settlement) -> None:
+    request_id = settlement.request_id
+    if settlement.tokens_delta:
+        conn.execute(
+            "UPDATE key_window SET tokens = tokens + ? WHERE key_id = ? AND request_id = ?",
+            (settlement.tokens_delta, key_id, request_id),
+        )
+    if settlement.budget_delta:
+        conn.execute(
+            "UPDATE key_budget SET used = used + ? WHERE key_id = ? AND period = ?",
+            (settlement.budget_delta, key_id, settlement.period),
+        )
+    if settlement.release_lease:
+        conn.execute(
+            "DELETE FROM key_leases WHERE key_id = ? AND request_id = ?", (key_id, request_id)
+        )
