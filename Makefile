@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit setup node-deps setup-llm demo
+.PHONY: run test lint typecheck unit setup node-deps redis-server setup-llm demo
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -21,6 +21,16 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 		npm ci --prefix tests/node --silent --no-audit --no-fund && touch $@; \
 	else echo "npm not found: the Node SDK tests (tests/node) will not run"; fi
 
+# Debian's redis-server for the store tests (tests/keys start their own on free ports). CI runs
+# as root on a fresh machine; elsewhere sudo is used when apt-get is there.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || { \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "redis-server not found and no apt-get: install Redis >= 7"; exit 1; fi; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends redis-server; }
+
 run: setup
 	$(UV) run --frozen oai-gateway serve --host $(HOST) --port $(PORT)
 
@@ -31,7 +41,7 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
-unit: setup node-deps
+unit: setup node-deps redis-server
 	$(UV) run --frozen pytest --cov --cov-report=term
 
 test: lint typecheck unit
