@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 
 from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config.loader import Config, load_config
-from oai_gateway.config.settings import ConfigError, Settings
+from oai_gateway.config.settings import ConfigError, ProviderSpec, Settings
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import MULTIPROCESS_ENV
 from oai_gateway.observability.redact import Redactor
@@ -85,18 +86,40 @@ def _mask(secret: str) -> str:
     return "****" if len(secret) < 12 else f"{secret[:3]}…{secret[-2:]}"
 
 
+def _masked_key(key: SecretStr | None) -> str:
+    return _mask(key.get_secret_value()) if key else "none"
+
+
+def _print_routing(spec: ProviderSpec) -> None:
+    """The resolved upstreams and fallbacks of a provider served by SPEC §11's attempt loop."""
+    ttft = f"{spec.ttft_timeout_s:g}" if spec.ttft_timeout_s is not None else "none"
+    print(
+        f"  routing: strategy={spec.strategy} max_attempts={spec.max_attempts} "
+        f"ttft_timeout_s={ttft}"
+    )
+    for i, upstream in enumerate(spec.upstreams):
+        print(
+            f"  upstream {spec.name}/{i}: base_url={upstream.base_url} "
+            f"key={_masked_key(upstream.api_key)} weight={upstream.weight}"
+        )
+    for model, targets in spec.fallbacks.items():
+        print(f"  fallbacks {model}: {', '.join(targets)}")
+
+
 def check_config(config: Config) -> int:
     settings = config.settings
     print(f"listen: {settings.service_host}:{settings.service_port}")
     print(f"gateway keys: {len(settings.allowed_api_keys)} configured")
     for spec in config.providers:
-        key = _mask(spec.api_key.get_secret_value()) if spec.api_key else "none"
         models = ", ".join(sorted(spec.models)) if spec.models is not None else "any"
         state = f"not configured ({spec.unconfigured})" if spec.unconfigured else "ok"
         print(
-            f"provider {spec.name}: kind={spec.kind} base_url={spec.base_url or '-'} key={key} "
-            f"models={models} timeout_s={spec.timeout_s:g} status={state}"
+            f"provider {spec.name}: kind={spec.kind} base_url={spec.base_url or '-'} "
+            f"key={_masked_key(spec.api_key)} models={models} timeout_s={spec.timeout_s:g} "
+            f"status={state}"
         )
+        if spec.routed:
+            _print_routing(spec)
     return 0
 
 

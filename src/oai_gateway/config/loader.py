@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from oai_gateway.config.providers_file import read_providers_file
+from oai_gateway.config.providers_file import fallback_problems, read_providers_file
 from oai_gateway.config.settings import ConfigError, ProviderSpec, Settings, load_settings
 
 
@@ -87,6 +87,7 @@ def load_config(overrides: Mapping[str, object] | None = None) -> Config:
             settings.providers_file, environment(), settings.request_timeout_s
         )
         providers.update((p.name, p) for p in named)
+        problems += fallback_problems(settings.providers_file, providers)
     if not (settings.allowed_api_keys or settings.on_loopback or settings.allow_unauthenticated):
         problems.append(
             f"ALLOWED_API_KEYS: empty while SERVICE_HOST={settings.service_host} is not a "

@@ -138,6 +138,17 @@ class Settings(BaseSettings):
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """One of several upstreams of a provider (SPEC §11), its headers merged with the provider's."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    weight: int = 1
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """One resolved provider: everything its module needs, secrets still wrapped."""
 
@@ -152,6 +163,18 @@ class ProviderSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     unconfigured: str | None = None  # why a built-in cannot serve, e.g. "set CEREBRAS_API_KEY"
     drop_unsupported_params: bool = False
+    # SPEC §11. `upstreams` is empty for a provider with one base_url; the first one otherwise
+    # also fills base_url, api_key and headers above.
+    upstreams: tuple[UpstreamSpec, ...] = ()
+    strategy: Literal["weighted", "least_in_flight"] = "weighted"
+    max_attempts: int = 3
+    ttft_timeout_s: float | None = None
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def routed(self) -> bool:
+        """Whether §11's attempt loop serves this provider instead of §4.2a's connect retries."""
+        return len(self.upstreams) > 1 or bool(self.fallbacks)
 
 
 def _describe(error: Mapping[str, Any]) -> str:
