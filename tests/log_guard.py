@@ -24,6 +24,7 @@ SECRET_SOURCES = (
     "tests.test_providers_file",
     "tests.test_logging",
     "tests.test_settings",
+    "tests.keys.test_store_settings",
 )
 _TESTS = Path(__file__).resolve().parent
 _LOGGING = Path(logging.__file__).resolve().parent

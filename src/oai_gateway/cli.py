@@ -30,6 +30,12 @@ _EDGE_FLAGS: tuple[tuple[str, type, str], ...] = (
 )
 
 
+MEMORY_STORE_WORKERS = (
+    "STORE_URL: memory:// keeps keys and limit counters inside one process, so with --workers "
+    "> 1 every worker would count alone; use sqlite:///ABS/PATH.db (one host) or redis://…"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oai-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.problems)
     if args.command == "check-config":
         return check_config(config)
+    if args.workers > 1 and config.settings.store_url == "memory://":
+        return _fail([MEMORY_STORE_WORKERS])
     return serve(config, args.workers)
 
 

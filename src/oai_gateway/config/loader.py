@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -21,6 +22,10 @@ class Config:
     def secrets(self) -> list[str]:
         values = [k.get_secret_value() for k in self.settings.allowed_api_keys]
         values += [p.api_key.get_secret_value() for p in self.providers if p.api_key]
+        if self.settings.admin_api_key is not None:
+            values.append(self.settings.admin_api_key.get_secret_value())
+        if self.settings.store_url and (password := urlsplit(self.settings.store_url).password):
+            values.append(password)
         return values
 
 

@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from oai_gateway.keys.store import ADMIN_KEY_MIN, check_store_url
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ProviderKind = Literal["openai", "ollama", "cerebras"]
@@ -93,18 +95,45 @@ class Settings(BaseSettings):
     server_max_head_bytes: int = Field(65_536, ge=1024)
     server_max_connections: int = Field(1000, ge=1)
     server_keepalive_s: float = Field(5.0, gt=0)
+    # Virtual keys (SPEC §10): the store, the admin key, what happens when the store is away.
+    store_url: str | None = None
+    admin_api_key: SecretStr | None = None
+    store_failure_mode: Literal["closed", "open"] = "closed"
+    metrics_per_key: bool = False
 
     @field_validator("allowed_api_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
 
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_store_url(value.strip())
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < ADMIN_KEY_MIN:
+            raise ValueError(f"must be at least {ADMIN_KEY_MIN} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _admin_key_not_on_data_plane(self) -> Settings:
+        admin = self.admin_api_key
+        if admin and admin in self.allowed_api_keys:
+            raise ValueError(
+                "ADMIN_API_KEY: is also in ALLOWED_API_KEYS; the admin key is never valid on the "
+                "data plane, so use a different one"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "store_failure_mode", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -11,9 +11,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 from oai_gateway.keys.records import KeyRecord, Period
 
+ADMIN_KEY_MIN = 32
+STORE_URL_FORMS = (
+    "empty, memory://, sqlite:///ABS/PATH.db (or sqlite:///./rel.db), or "
+    "redis://[:password@]host:port/db (or rediss://)"
+)
 WINDOW_S = 60.0  # rpm and tpm count what was admitted in the last 60 seconds
 ALL_KEYS = "*"  # a change notice meaning "anything may have changed": drop every cached record
 
@@ -129,3 +135,46 @@ def sqlite_path(url: str) -> Path:
     """`sqlite:///ABS/PATH.db` is absolute, `sqlite:///./rel.db` relative to the working dir."""
     rest = url.removeprefix("sqlite:///")
     return Path(rest) if rest.startswith("./") else Path("/" + rest.lstrip("/"))
+
+
+def check_store_url(url: str) -> str:
+    """`url` if it names a store this gateway can open; ValueError saying what is accepted."""
+    if url == "memory://":
+        return url
+    if url.startswith("sqlite:///"):
+        path = sqlite_path(url)
+        if url.endswith("/") or not path.name:
+            raise ValueError(f"must name a database file, e.g. sqlite:///var/lib/gw.db (got {url})")
+        if not path.parent.is_dir():
+            raise ValueError(f"the directory {path.parent} does not exist (got {url})")
+        return url
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        _check_redis(parts.hostname, port, parts.path, _masked(url))
+        return url
+    raise ValueError(f"must be {STORE_URL_FORMS} (got {_masked(url)})")
+
+
+def _check_redis(host: str | None, port: int | None, path: str, shown: str) -> None:
+    if not host:
+        raise ValueError(f"a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0 (got {shown})")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"the Redis port must be 1-65535 (got {shown})")
+    database = path.removeprefix("/")
+    if database and not database.isdigit():
+        raise ValueError(f"the Redis database must be a number, e.g. /0 (got {shown})")
+
+
+def _masked(url: str) -> str:
+    """The URL with any password replaced: the value appears in a startup error."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<unparseable URL>"
+    return url.replace(f":{parts.password}@", ":****@", 1)
