@@ -84,6 +84,12 @@ class UnsupportedOperationError(InvalidRequestError):
     default_code = "unsupported_operation"
 
 
+class UnsupportedParameterError(InvalidRequestError):
+    """A Responses feature the provider cannot serve (a built-in tool, stored state, …)."""
+
+    default_code = "unsupported_parameter"
+
+
 class RouteNotFoundError(InvalidRequestError):
     status = 404
 
