@@ -1,0 +1,130 @@
+"""The virtual-key side of the data plane's one choke point (SPEC §10.3): who the caller is,
+whether the key may use this provider and model, and its limits before the call (one store
+call), reconciled after it (one more). Keys without limits or budget never reach the store
+beyond the cached lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oai_gateway.keys.auth import KeyAuthenticator, Principal, check_allowed
+from oai_gateway.keys.cache import KeyCache
+from oai_gateway.keys.limits import Estimate, Plan, Price, plan, settlement
+from oai_gateway.keys.metrics import KeyMetrics
+from oai_gateway.keys.records import KeyRecord
+from oai_gateway.keys.refusals import (
+    STORE_UNAVAILABLE,
+    Headers,
+    StoreUnreachableError,
+    rate_headers,
+    refusal,
+)
+from oai_gateway.keys.store import Decision, Store, StoreUnavailableError
+from oai_gateway.server.asgi import Scope
+
+_log = logging.getLogger("oai_gateway")
+PriceOf = Callable[[str, str | None], Price | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted request of a limited key, until it settles."""
+
+    record: KeyRecord
+    plan: Plan
+    decision: Decision
+    headers: Headers  # the x-ratelimit-* of the key's limits, for the successful answer
+
+
+class KeyEnforcement:
+    def __init__(
+        self,
+        static_keys: list[str],
+        store: Store | None,
+        metrics: KeyMetrics,
+        *,
+        failure_open: bool,
+        price_of: PriceOf,
+    ) -> None:
+        self.store = store
+        self.cache = None if store is None else KeyCache(store)
+        self.authenticator = KeyAuthenticator(static_keys, store, self.cache)
+        self.authenticator.stale_ok = failure_open
+        self._metrics = metrics
+        self._open = failure_open
+        self._price_of = price_of
+
+    async def start(self) -> None:
+        if self.store is None or self.cache is None:
+            return
+        try:
+            await self.store.start()
+        except StoreUnavailableError as exc:
+            # Not fatal: the store may come up after the gateway; requests say so meanwhile.
+            _log.warning("key store not reachable at startup: %s", exc)
+        self.cache.start()
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.store is not None:
+            await self.store.aclose()
+
+    async def authenticate(self, scope: Scope) -> Principal | None:
+        try:
+            return await self.authenticator.authenticate(scope)
+        except StoreUnavailableError as exc:
+            # Without a record there is no one to serve, open or closed.
+            self._store_failed("lookup", exc)
+            raise StoreUnreachableError(STORE_UNAVAILABLE) from None
+
+    async def admit(
+        self, principal: Principal | None, provider: str, model: str | None, guess: Estimate
+    ) -> Ticket | None:
+        """Allow-lists, then limits; raises the §5 error of a refusal. None: nothing to settle."""
+        if principal is None or principal.record is None:
+            return None
+        record = principal.record
+        check_allowed(record, provider, model)
+        planned = plan(record, guess, self._price_of(provider, model))
+        if planned is None or self.store is None:
+            return None
+        try:
+            decision = await self.store.admit(record.id, planned.admission)
+        except StoreUnavailableError as exc:
+            self._store_failed("admit", exc)
+            if self._open:
+                return None
+            raise StoreUnreachableError(STORE_UNAVAILABLE) from None
+        if not decision.admitted:
+            raise refusal(record, decision)
+        return Ticket(record, planned, decision, rate_headers(record, decision))
+
+    async def settle(self, ticket: Ticket | None, usage: Mapping[str, Any] | None) -> None:
+        if ticket is None or self.store is None:
+            return
+        reconciled = settlement(ticket.record, ticket.plan, ticket.decision, usage)
+        try:
+            await self.store.settle(ticket.record.id, reconciled)
+        except StoreUnavailableError as exc:
+            self._store_failed("settle", exc)
+
+    def record_request(
+        self, principal: Principal | None, status: int, usage: Mapping[str, Any] | None
+    ) -> None:
+        if principal is not None:
+            self._metrics.request(principal.key_id, status, usage)
+
+    def _store_failed(self, operation: str, exc: StoreUnavailableError) -> None:
+        self._metrics.store_error(operation)
+        if self._open and operation != "lookup":
+            _log.warning(
+                "key store unavailable (%s): serving without limits (STORE_FAILURE_MODE=open)",
+                exc,
+            )
+        else:
+            _log.warning("key store unavailable (%s) during %s", exc, operation)
