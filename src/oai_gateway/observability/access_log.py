@@ -26,6 +26,8 @@ def log_access(scope: Scope, context: RequestContext, status: int) -> None:
             "upstream_ms": round(context.upstream_s * 1000.0, 3),
             "request_id": context.request_id,
             "stream": context.stream,
+            "upstream": context.upstream,
+            "attempts": context.attempts or None,
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
             "total_tokens": usage.get("total_tokens"),

@@ -26,6 +26,8 @@ class RequestContext:
     usage: dict[str, Any] | None = None
     first_chunk_s: float | None = None
     upstream_error: str | None = None  # the kind, for the upstream error metric
+    upstream: str | None = None  # "provider/index" of a routed provider's serving upstream
+    attempts: int = 0  # upstream attempts of a routed provider (SPEC §11); 0 when not routed
     response_started: bool = False
     response_complete: bool = False
     client_disconnected: bool = False

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from oai_gateway.errors import GatewayError, UpstreamTimeoutError
+from oai_gateway.routing.breaker import BreakerState
 from oai_gateway.routing.failures import failure_kind, retry_after_s
 from oai_gateway.routing.members import Lease, Member
 from oai_gateway.routing.selection import Strategy
@@ -34,7 +35,12 @@ class Target:
 
     def pick(self, tried: set[Member]) -> Member | None:
         eligible = [m for m in self.members if m not in tried and m.available()]
-        return self.strategy.choose(eligible) if eligible else None
+        if not eligible:
+            return None
+        # An upstream whose cooldown is over takes the next request as its probe, so it
+        # recovers on the first chance instead of whenever the strategy happens to pick it.
+        probes = [m for m in eligible if m.breaker.state is BreakerState.HALF_OPEN]
+        return self.strategy.choose(probes or eligible)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,9 @@ class UpstreamResponse:
             while part := await connection.read_chunk():
                 yield part
         except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
-            raise self._client.transport_error(exc) from None
+            # A stream cut before its first event had no answer yet either (SPEC §11); once
+            # the client has a byte, nothing is retried whatever the error is named.
+            raise _unanswered(self._client.transport_error(exc), exc) from None
 
     def close(self) -> None:
         """Release the connection; an unfinished body closes it so the upstream stops work."""

@@ -1,0 +1,206 @@
+"""`RoutedProvider`: a provider with several upstreams or fallbacks (SPEC §11), behind the same
+`Provider` interface the routes use for every other provider."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+from oai_gateway.config.settings import ProviderSpec
+from oai_gateway.errors import ModelNotFoundError
+from oai_gateway.observability.context import RequestContext
+from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
+from oai_gateway.routing.attempts import AttemptPlan, Candidate, Report, Target, run_attempts
+from oai_gateway.routing.members import Lease
+from oai_gateway.routing.stream import CommittedStream, first_event
+from oai_gateway.wire.requests import RequestFacts
+
+if TYPE_CHECKING:
+    from oai_gateway.routing.fleet import Fleet
+
+T = TypeVar("T")
+Invoke = Callable[[Provider, CallContext, Json, RequestFacts], Awaitable[T]]
+
+
+class RoutedProvider:
+    """Every call goes through the attempt loop over the provider's upstreams, then the
+    request model's fallbacks; the upstream providers themselves do the talking."""
+
+    def __init__(self, spec: ProviderSpec, fleet: Fleet) -> None:
+        self.spec = spec
+        self._fleet = fleet
+        self.target: Target = fleet.targets[spec.name]
+        self.unsupported = fleet.callee(self.target.members[0]).unsupported
+
+    async def start(self) -> None:
+        """Nothing: the fleet starts every upstream's pool once, fallbacks included."""
+
+    async def aclose(self) -> None:
+        """Nothing: the fleet closes the pools it started."""
+
+    # -- models and readiness ----------------------------------------------------------------
+
+    async def upstream_readiness(self) -> dict[str, str | None]:
+        """Each upstream's problem (None when it answers), by `provider/index`."""
+        members = self.target.members
+        checks = [self._fleet.callee(m).check_ready() for m in members]
+        results = await asyncio.gather(*checks)
+        return {m.label: problem for m, problem in zip(members, results, strict=True)}
+
+    async def check_ready(self) -> str | None:
+        problems = await self.upstream_readiness()
+        if any(problem is None for problem in problems.values()):
+            return None
+        return "; ".join(f"{label}: {problem}" for label, problem in problems.items())
+
+    async def list_models(self, ctx: CallContext) -> list[Json]:
+        """The union of the upstreams' lists; an upstream that cannot answer is left out
+        unless none can."""
+        members = self.target.members
+        calls = [self._fleet.callee(m).list_models(ctx) for m in members]
+        lists = await asyncio.gather(*calls, return_exceptions=True)
+        union: dict[str, Json] = {}
+        for models in lists:
+            if isinstance(models, list):
+                for model in models:
+                    union.setdefault(model["id"], model)
+        if not union:
+            for failure in lists:
+                if isinstance(failure, BaseException):
+                    raise failure
+        return list(union.values())
+
+    async def retrieve_model(self, ctx: CallContext, model_id: str) -> Json:
+        for model in await self.list_models(ctx):
+            if model["id"] == model_id:
+                return model
+        raise ModelNotFoundError(
+            f"The model '{model_id}' does not exist at provider '{self.spec.name}'."
+        )
+
+    # -- generation ----------------------------------------------------------------------------
+
+    async def create_embeddings(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
+        return await self.answer(ctx, Operation.EMBEDDINGS, body, facts, _embeddings)
+
+    async def create_completion(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
+        return await self.answer(ctx, Operation.COMPLETIONS, body, facts, _completion)
+
+    async def create_chat_completion(
+        self, ctx: CallContext, body: Json, facts: RequestFacts
+    ) -> Json:
+        return await self.answer(ctx, Operation.CHAT, body, facts, _chat)
+
+    async def stream_completion(
+        self, ctx: CallContext, body: Json, facts: RequestFacts
+    ) -> ChunkStream:
+        return await self.stream(ctx, Operation.COMPLETIONS, body, facts, _completion_stream)
+
+    async def stream_chat_completion(
+        self, ctx: CallContext, body: Json, facts: RequestFacts
+    ) -> ChunkStream:
+        return await self.stream(ctx, Operation.CHAT, body, facts, _chat_stream)
+
+    async def answer(
+        self,
+        ctx: CallContext,
+        operation: Operation,
+        body: Json,
+        facts: RequestFacts,
+        invoke: Invoke[T],
+    ) -> T:
+        """A whole answer from the first candidate that gives one."""
+
+        async def attempt(candidate: Candidate, lease: Lease) -> T:
+            return await self._invoke(candidate, ctx, body, facts, invoke)
+
+        answer, lease = await self._attempts(ctx, operation, facts.model, attempt)
+        lease.release()
+        return answer
+
+    async def stream(
+        self,
+        ctx: CallContext,
+        operation: Operation,
+        body: Json,
+        facts: RequestFacts,
+        invoke: Invoke[ChunkStream],
+    ) -> ChunkStream:
+        """A stream from the first candidate whose first event arrives: the commit point."""
+
+        async def attempt(candidate: Candidate, lease: Lease) -> ChunkStream:
+            opened = await self._invoke(candidate, ctx, body, facts, invoke)
+            return CommittedStream(await first_event(opened), opened, lease)
+
+        stream, _lease = await self._attempts(ctx, operation, facts.model, attempt)
+        return stream  # the lease is released when the stream is closed
+
+    async def _attempts(
+        self,
+        ctx: CallContext,
+        operation: Operation,
+        model: str,
+        attempt: Callable[[Candidate, Lease], Awaitable[T]],
+    ) -> tuple[T, Lease]:
+        plan = AttemptPlan(
+            self.target, self._fleet.fallbacks(self.spec, model, operation), self.spec.max_attempts
+        )
+        report = Report()
+        try:
+            return await run_attempts(
+                plan,
+                attempt,
+                report=report,
+                ttft_timeout_s=self.spec.ttft_timeout_s,
+                observe=self._fleet.observe,
+            )
+        finally:
+            _record(ctx, report)
+
+    async def _invoke(
+        self,
+        candidate: Candidate,
+        ctx: CallContext,
+        body: Json,
+        facts: RequestFacts,
+        invoke: Invoke[T],
+    ) -> T:
+        # A copy each time: a provider may adjust the body for its upstream, and the next
+        # candidate (perhaps of another kind) must see the client's request as it came.
+        body = dict(body)
+        if candidate.model is not None:
+            body["model"] = candidate.model
+            facts = replace(facts, model=candidate.model)
+        return await invoke(self._fleet.callee(candidate.member), ctx, body, facts)
+
+
+def _record(ctx: CallContext, report: Report) -> None:
+    """Put the attempts where the response headers and the access line read them."""
+    context = ctx.timer
+    if isinstance(context, RequestContext):
+        context.upstream = report.upstream
+        context.attempts = report.attempts
+
+
+def _embeddings(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
+    return p.create_embeddings(c, b, f)
+
+
+def _completion(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
+    return p.create_completion(c, b, f)
+
+
+def _chat(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
+    return p.create_chat_completion(c, b, f)
+
+
+def _completion_stream(
+    p: Provider, c: CallContext, b: Json, f: RequestFacts
+) -> Awaitable[ChunkStream]:
+    return p.stream_completion(c, b, f)
+
+
+def _chat_stream(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[ChunkStream]:
+    return p.stream_chat_completion(c, b, f)
