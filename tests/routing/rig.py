@@ -4,8 +4,9 @@ tests drive the same through the routes)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from oai_gateway.observability.context import RequestContext
 from oai_gateway.observability.redact import Redactor
 from oai_gateway.providers.base import CallContext, Provider
 from oai_gateway.providers.openai_compat import OpenAICompatProvider
+from oai_gateway.providers.registry import KINDS
 from oai_gateway.routing.fleet import Fleet, build_fleet
 from oai_gateway.routing.provider import RoutedProvider
 from oai_gateway.wire.requests import RequestFacts
@@ -29,7 +31,8 @@ BODY: dict[str, Any] = {"model": "gpt-test", "messages": [{"role": "user", "cont
 
 
 def member(spec: ProviderSpec) -> Provider:
-    provider = OpenAICompatProvider(spec, Redactor([]))
+    provider = KINDS[spec.kind](spec, Redactor([]))
+    assert isinstance(provider, OpenAICompatProvider)  # every kind builds on it
     provider.client.connect_retries = 0
     return provider
 
@@ -49,15 +52,25 @@ def providers_toml(urls: list[str], extra: str = "", weights: list[int] | None =
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, text: str, clock: FakeClock | None = None) -> None:
-        path = tmp_path / "providers.toml"
-        path.write_text(text, encoding="utf-8")
-        specs, problems = read_providers_file(path, {}, 30.0)
-        assert not problems, problems
+    def __init__(
+        self,
+        tmp_path: Path,
+        text: str,
+        clock: FakeClock | None = None,
+        specs: Sequence[ProviderSpec] = (),
+    ) -> None:
+        if not specs:
+            path = tmp_path / "providers.toml"
+            path.write_text(text, encoding="utf-8")
+            specs, problems = read_providers_file(path, {}, 30.0)
+            assert not problems, problems
         self.clock = clock or FakeClock()
         self.outcomes: list[tuple[str, str]] = []
         self.fleet: Fleet
-        self.fleet, self.routed = build_fleet(specs, member, clock=self.clock)
+        # Seeded: the strategies' random starts and tie breaks repeat from run to run.
+        self.fleet, self.routed = build_fleet(
+            specs, member, clock=self.clock, rng=random.Random(20261202)
+        )
         self.fleet.observe = lambda m, outcome: self.outcomes.append((m.label, outcome))
 
     @property
