@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from oai_gateway.config.settings import ProviderKind, ProviderSpec, UpstreamSpec, http_url
+from oai_gateway.config.settings import Price, ProviderKind, ProviderSpec, UpstreamSpec, http_url
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -55,6 +55,15 @@ class UpstreamEntry(BaseModel):
     _check_headers = field_validator("headers")(_headers)
 
 
+class PriceEntry(BaseModel):
+    """`"model" = { input = 0.10, output = 0.20 }`: USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class ProviderEntry(BaseModel):
     """One `[providers.NAME]` table."""
 
@@ -72,6 +81,7 @@ class ProviderEntry(BaseModel):
     max_attempts: int = Field(3, ge=1, le=10)
     ttft_timeout_s: float | None = Field(None, gt=0)
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    prices: dict[str, PriceEntry] = Field(default_factory=dict)
 
     _check_env = field_validator("api_key_env")(_env_name)
     _check_headers = field_validator("headers")(_headers)
@@ -177,6 +187,7 @@ def _resolve(
         max_attempts=entry.max_attempts,
         ttft_timeout_s=entry.ttft_timeout_s,
         fallbacks=dict(entry.fallbacks),
+        prices={m: Price(p.input, p.output) for m, p in entry.prices.items()},
     )
 
 

@@ -178,6 +178,14 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens, from a provider's `prices` table (SPEC §3.2, §10.3)."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """One resolved provider: everything its module needs, secrets still wrapped."""
 
@@ -199,6 +207,7 @@ class ProviderSpec:
     max_attempts: int = 3
     ttft_timeout_s: float | None = None
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    prices: Mapping[str, Price] = field(default_factory=dict)  # model -> price; none = unpriced
 
     @property
     def routed(self) -> bool:
