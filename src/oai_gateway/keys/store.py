@@ -7,13 +7,14 @@ reserved in one atomic step) and `settle` after it (reservation reconciled, leas
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from oai_gateway.keys.records import KeyRecord, Period
+from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
 
 ADMIN_KEY_MIN = 32
 STORE_URL_FORMS = (
@@ -105,6 +106,12 @@ class Store(Protocol):
 
     def changes(self) -> AsyncIterator[str]:
         """Ids of keys changed by any process (or ALL_KEYS), until the store closes."""
+
+    async def append_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Add one batch of ledger records, wholly or not at all."""
+
+    async def usage_rollup(self, query: UsageQuery) -> list[UsageRow]:
+        """Usage totals, filtered and grouped as `query` says, sorted by group."""
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         """Check and reserve every limit in one atomic step, using the store's clock."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from oai_gateway.keys.admission import Counters, decide
@@ -18,6 +18,7 @@ from oai_gateway.keys.store import (
     KeyNotFoundError,
     Settlement,
 )
+from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow, roll_up
 
 
 @dataclass(slots=True)
@@ -48,6 +49,7 @@ class _KeyState:
 class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, KeyRecord] = {}
+        self._usage: list[UsageRecord] = []
         self._states: dict[str, _KeyState] = {}
         self._pepper = new_pepper()
         self._watchers: list[asyncio.Queue[str | None]] = []
@@ -94,6 +96,12 @@ class MemoryStore:
                 yield key_id
         finally:
             self._watchers.remove(queue)
+
+    async def append_usage(self, records: Sequence[UsageRecord]) -> None:
+        self._usage.extend(records)
+
+    async def usage_rollup(self, query: UsageQuery) -> list[UsageRow]:
+        return roll_up(self._usage, query)
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         now = time.time()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from importlib import resources
 from typing import TypeVar
 
@@ -30,6 +30,15 @@ from oai_gateway.keys.store import (
     Refusal,
     Settlement,
     StoreUnavailableError,
+)
+from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
+from oai_gateway.keys.usage_redis import (
+    APPEND_SCRIPT,
+    HOURS,
+    batch_arguments,
+    hour_key,
+    hour_range,
+    roll_up_hours,
 )
 
 T = TypeVar("T")
@@ -73,6 +82,7 @@ class RedisStore:
         )
         self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
         self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
+        self._append_usage = self.redis.register_script(APPEND_SCRIPT)
         self._closed = asyncio.Event()
 
     async def _call(self, command: Awaitable[T]) -> T:
@@ -139,6 +149,20 @@ class RedisStore:
                 await asyncio.sleep(RESUBSCRIBE_S)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def append_usage(self, records: Sequence[UsageRecord]) -> None:
+        keys, totals = batch_arguments(records)
+        await self._call(self._append_usage(keys=keys, args=[totals]))
+
+    async def usage_rollup(self, query: UsageQuery) -> list[UsageRow]:
+        low, high = hour_range(query)
+        found = await self._call(self.redis.zrangebyscore(HOURS, low, high))
+        hours = [int(_text(h)) for h in found]
+        pipe = self.redis.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(hour_key(hour))
+        answers = await self._call(pipe.execute()) if hours else []
+        return roll_up_hours(query, list(zip(hours, answers, strict=True)))
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         args: list[str | int] = [

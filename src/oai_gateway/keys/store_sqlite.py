@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,9 @@ from oai_gateway.keys.store import (
     Settlement,
     StoreUnavailableError,
 )
+from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
+from oai_gateway.keys.usage_sqlite import SCHEMA as USAGE_SCHEMA
+from oai_gateway.keys.usage_sqlite import insert_usage, roll_up_usage
 
 T = TypeVar("T")
 CHANGE_POLL_S = 0.25  # how often the key version counter is read for changes by other processes
@@ -65,7 +68,7 @@ class SQLiteDatabase:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; no fsync per commit
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + USAGE_SCHEMA)
         self._conn = conn
 
     async def open(self) -> None:
@@ -194,6 +197,12 @@ class SQLiteStore:
                 seen = version
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), CHANGE_POLL_S)
+
+    async def append_usage(self, records: Sequence[UsageRecord]) -> None:
+        await self.database.run(lambda conn: insert_usage(conn, records))
+
+    async def usage_rollup(self, query: UsageQuery) -> list[UsageRow]:
+        return await self.database.run(lambda conn: roll_up_usage(conn, query))
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         return await self.database.run(
