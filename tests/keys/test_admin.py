@@ -18,7 +18,7 @@ FULL = {
     "name": "team a",
     "expires_at": "2099-01-01T00:00:00+00:00",
     "providers": ["custom"],
-    "models": ["ollama/llama3.2:1b"],
+    "models": ["ollama/llama3.2:1b", "cerebras"],
     "limits": {"rpm": 5, "tpm": 1000, "max_parallel": 2},
     "budget": {"usd": 12.5, "period": "month"},
     "metadata": {"owner": "ops"},
@@ -79,6 +79,8 @@ async def test_an_empty_body_makes_an_unlimited_key(url: str) -> None:
         ({"providers": ["Not A Name"]}, "providers"),
         ({"providers": "custom"}, "providers"),
         ({"models": [""]}, "models"),
+        ({"models": ["GPT 4o"]}, "models"),
+        ({"models": ["custom/"]}, "models"),
         ({"colour": "red"}, "colour"),
     ],
 )

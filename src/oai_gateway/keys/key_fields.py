@@ -50,6 +50,7 @@ def parse_fields(body: object) -> KeyFields:
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(_message(exc), param=_param(str(exc))) from None
     _check_providers(fields.providers)
+    _check_models(fields.models)
     _check_metadata(fields.metadata)
     if isinstance(fields.expires_at, str):
         try:
@@ -83,6 +84,18 @@ def _check_providers(providers: tuple[str, ...] | Unset | None) -> None:
             raise InvalidRequestError(
                 f"providers: {name[:64]!r} is not a provider name ([a-z0-9][a-z0-9_-]{{0,31}}).",
                 param="providers",
+            )
+
+
+def _check_models(models: tuple[str, ...] | None | Unset) -> None:
+    if not isinstance(models, tuple):
+        return
+    for entry in models:
+        provider, _, model = entry.partition("/")
+        if not _PROVIDER.fullmatch(provider) or (entry != provider and not model.strip()):
+            raise InvalidRequestError(
+                f"models: {entry[:64]!r} is neither provider/model nor a provider name.",
+                param="models",
             )
 
 
