@@ -1,4 +1,4 @@
-"""`oai-gateway serve` and `oai-gateway check-config` (SPEC §2)."""
+"""`oai-gateway serve` and `check-config` (SPEC §2); `keys` and `usage` come from `keys/cli.py`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from oai_gateway.app import GatewayApp, create_app
 from oai_gateway.config.loader import Config, load_config
 from oai_gateway.config.settings import ConfigError, ProviderSpec, Settings
+from oai_gateway.keys import cli as keys_cli
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import MULTIPROCESS_ENV
 from oai_gateway.observability.redact import Redactor
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         edge.add_argument(flag, type=kind, help=f"({variable.upper()})")
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--providers-file", help="TOML providers file (PROVIDERS_FILE)")
+    keys_cli.add_commands(commands)
     return parser
 
 
@@ -178,6 +180,8 @@ def serve(config: Config, workers: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("keys", "usage"):
+        return keys_cli.run(args)  # the store only: no providers or server settings needed
     if getattr(args, "workers", 1) < 1:
         return _fail(["--workers: must be 1 or more"])
     try:

@@ -87,7 +87,7 @@ def _check_providers(providers: tuple[str, ...] | Unset | None) -> None:
             )
 
 
-def _check_models(models: tuple[str, ...] | None | Unset) -> None:
+def _check_models(models: tuple[str, ...] | Unset | None) -> None:
     if not isinstance(models, tuple):
         return
     for entry in models:
