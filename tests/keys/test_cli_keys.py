@@ -244,10 +244,13 @@ def test_bad_input_is_named_with_a_non_zero_exit(
     assert "Traceback" not in done.stderr
 
 
-def test_without_a_store_url(tmp_path: Path) -> None:
+def test_without_a_store_url_or_with_a_bad_one(tmp_path: Path) -> None:
     done = gateway("", tmp_path, "keys", "list")
     assert done.returncode == 2
-    assert "STORE_URL" in done.stderr
+    assert "STORE_URL: not set" in done.stderr
+    bad = gateway("postgres://db/keys", tmp_path, "keys", "list")
+    assert bad.returncode == 2
+    assert "STORE_URL: must be" in bad.stderr
 
 
 def test_an_unreachable_store(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from oai_gateway.errors import GatewayError
 from oai_gateway.keys.admin import Json, KeyAdmin, Reply
 from oai_gateway.keys.records import parse_time
-from oai_gateway.keys.store import StoreUnavailableError, open_store
+from oai_gateway.keys.store import StoreUnavailableError, check_store_url, open_store
 
 CLEARABLE = ("expires_at", "providers", "models", "limits", "budget", "metadata")
 _LIMITS = ("rpm", "tpm", "max_parallel")
@@ -168,11 +168,16 @@ def store_url(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Run one `keys` or `usage` command; 0 on success, 1 when the store refused, 2 on bad use."""
     url = store_url(args)
-    if url is None or not url.startswith(("memory://", "sqlite:///", "redis://", "rediss://")):
+    if url is None:
         print(
-            "oai-gateway: set STORE_URL (or --store-url) to a sqlite:/// or redis:// URL",
+            "oai-gateway: STORE_URL: not set (give it in the environment, .env or --store-url)",
             file=sys.stderr,
         )
+        return 2
+    try:
+        check_store_url(url)
+    except ValueError as exc:
+        print(f"oai-gateway: STORE_URL: {exc}", file=sys.stderr)
         return 2
     try:
         _, answer = asyncio.run(_execute(url, args))

@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
-from oai_gateway.config.settings import Price
+if TYPE_CHECKING:  # settings import the store, which imports these values
+    from oai_gateway.config.settings import Price
 
 GROUP_FIELDS = ("key", "model", "provider", "day")
 """The `group_by` values of `/admin/v1/usage`; rows are sorted by key, provider, model, day."""
