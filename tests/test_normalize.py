@@ -63,8 +63,8 @@ def test_exact_embedding_answers_are_recognised_for_pass_through() -> None:
         found = exact_embeddings(raw, count=count, encoding=encoding)
         if found is None:
             return False
-        assert found.encoded is raw
-        assert found["usage"] == answer["usage"]
+        assert found.body is raw
+        assert found.usage == answer["usage"]
         return True
 
     floats = _embedding_answer([[0.5, 1.0], [0.25, 2.0]])

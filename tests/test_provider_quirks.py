@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from oai_gateway.providers import cerebras, ollama
 from oai_gateway.providers.base import Operation
-from oai_gateway.providers.cerebras import CerebrasProvider
-from oai_gateway.providers.ollama import OllamaProvider
 from oai_gateway.providers.quirks import Fate, FieldRule, apply_quirks
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, GATEWAY_KEY
 from tests.gateway import GatewayServer, make_config
@@ -304,10 +303,10 @@ def test_a_bool_is_not_the_numeric_default() -> None:
 
 
 def test_rules_are_data_per_kind() -> None:
-    assert set(OllamaProvider.quirks.rules(Operation.CHAT)) >= {"n", "tool_choice", "user"}
-    assert set(OllamaProvider.quirks.rules(Operation.COMPLETIONS)) >= {"best_of", "echo"}
-    assert "store" in CerebrasProvider.quirks.rules(Operation.CHAT)
-    assert OllamaProvider.quirks.rules(Operation.MODELS) == {}
+    assert set(ollama.DIALECT.quirks.rules(Operation.CHAT)) >= {"n", "tool_choice", "user"}
+    assert set(ollama.DIALECT.quirks.rules(Operation.COMPLETIONS)) >= {"best_of", "echo"}
+    assert "store" in cerebras.DIALECT.quirks.rules(Operation.CHAT)
+    assert ollama.DIALECT.quirks.rules(Operation.MODELS) == {}
 
 
 # -- what each kind honours is forwarded untouched ------------------------------------------------

@@ -6,7 +6,11 @@ import gc
 import logging
 
 from oai_gateway.api.auth import Authenticator
-from oai_gateway.api.routes import Router
+from oai_gateway.api.enforcement import NoEnforcement
+from oai_gateway.api.exchange import Services
+from oai_gateway.api.router import Router
+from oai_gateway.api.routes import ROUTES
+from oai_gateway.api.table import Auth
 from oai_gateway.config.loader import Config, load_config
 from oai_gateway.middleware.cors import CORSMiddleware
 from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
@@ -32,9 +36,10 @@ class GatewayApp:
         self.registry = ProviderRegistry(config.providers, self.redactor)
         self.metrics = GatewayMetrics()
         keys = [k.get_secret_value() for k in settings.allowed_api_keys]
-        app: ASGIApp = Router(
-            self.registry, Authenticator(keys), settings.max_request_bytes, self.metrics
+        services = Services(
+            self.registry, self.metrics, settings.max_request_bytes, NoEnforcement()
         )
+        app: ASGIApp = Router(ROUTES, services, {Auth.GATEWAY: Authenticator(keys).check})
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.

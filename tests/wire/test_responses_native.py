@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from oai_gateway.errors import UpstreamError
-from oai_gateway.wire.normalize import EncodedJson
+from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.responses import native
 from oai_gateway.wire.responses.events import ChatStreamTranslator
 from oai_gateway.wire.responses.framing import frame
@@ -128,7 +128,7 @@ def test_failed_made_by_the_gateway_continues_the_numbering() -> None:
 
 def test_llama_cpp_answer_gets_required_fields() -> None:
     answer = native.answer(LLAMA_ANSWER, model=MODEL, echoed=echoed_fields({"model": MODEL}))
-    assert not isinstance(answer, EncodedJson)
+    assert not isinstance(answer, Answer)
     assert response_problems(answer) == []
     assert answer["tools"] == []
     assert answer["error"] is None
@@ -139,9 +139,10 @@ def test_an_exact_answer_goes_out_as_its_bytes() -> None:
     fixed = native.answer(LLAMA_ANSWER, model=MODEL, echoed=echoed_fields({}))
     raw = orjson.dumps(fixed)
     again = native.answer(raw, model=MODEL, echoed=echoed_fields({}))
-    assert isinstance(again, EncodedJson)
-    assert again.encoded == raw
-    assert again["usage"]["input_tokens"] == 11
+    assert isinstance(again, Answer)
+    assert again.body == raw
+    assert again.usage is not None
+    assert again.usage["input_tokens"] == 11
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"object": "response"}'])

@@ -1,4 +1,4 @@
-"""The provider interface: the whole OpenAI surface of SPEC §1, one implementation per kind."""
+"""The provider interface: the whole OpenAI surface of SPEC §1, and the values it trades in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.upstream.client import Timer
-from oai_gateway.wire.normalize import ChunkNormalizer
+from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.requests import RequestFacts
 
 Json = dict[str, Any]
@@ -23,8 +23,9 @@ class Operation(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class CallContext:
-    """Per-request facts a provider may use: the id to forward and the time budget."""
+class UpstreamCall:
+    """What every upstream request made for one client request carries: the id to forward,
+    the time budget, and where the time spent waiting is added up."""
 
     request_id: str
     deadline: float  # time.monotonic() by which a non-streaming answer must be complete
@@ -36,27 +37,27 @@ class ChunkStream:
     come (the last piece ends with `data: [DONE]`), and a way to stop.
 
     `aclose` must always be awaited: it closes the upstream connection even if iteration never
-    started (a client that left before the first chunk).
+    started (a client that left before the first chunk). `usage` is known once the stream ended.
     """
 
-    __slots__ = ("_chunks", "_close", "_normalizer")
+    __slots__ = ("_chunks", "_close", "_usage")
 
     def __init__(
         self,
         chunks: AsyncIterator[bytes],
         close: Callable[[], None],
-        normalizer: ChunkNormalizer | None = None,
+        usage: Callable[[], Json | None] = lambda: None,
     ) -> None:
         self._chunks = chunks
         self._close = close
-        self._normalizer = normalizer
+        self._usage = usage
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
 
     @property
     def usage(self) -> Json | None:
-        return self._normalizer.usage if self._normalizer else None
+        return self._usage()
 
     async def aclose(self) -> None:
         try:
@@ -68,7 +69,11 @@ class ChunkStream:
 
 
 class Provider(Protocol):
-    """What every provider kind implements. Routes only ever talk to this."""
+    """What every provider implements. Routes only ever talk to this.
+
+    `generate` and `stream` serve every generation operation (chat, legacy completions, and
+    whatever a dialect adds): which one is the `operation` argument.
+    """
 
     spec: ProviderSpec
     unsupported: frozenset[Operation]
@@ -79,20 +84,12 @@ class Provider(Protocol):
         """None when the upstream answers, else a one-line reason."""
         ...
 
-    async def list_models(self, ctx: CallContext) -> list[Json]: ...
-    async def retrieve_model(self, ctx: CallContext, model_id: str) -> Json: ...
-    async def create_embeddings(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> Json: ...
-    async def create_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> Json: ...
-    async def stream_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> ChunkStream: ...
-    async def create_chat_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> Json: ...
-    async def stream_chat_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
+    async def list_models(self, call: UpstreamCall) -> list[Json]: ...
+    async def retrieve_model(self, call: UpstreamCall, model_id: str) -> Json: ...
+    async def embed(self, call: UpstreamCall, body: Json, facts: RequestFacts) -> Answer: ...
+    async def generate(
+        self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
+    ) -> Answer: ...
+    async def stream(
+        self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> ChunkStream: ...

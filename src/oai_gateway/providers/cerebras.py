@@ -7,11 +7,10 @@ Cerebras validates strictly: an OpenAI field it does not know is a 400 in its ow
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from oai_gateway.providers.base import Json, Operation
-from oai_gateway.providers.openai_compat import OpenAICompatProvider, developer_as_system
+from oai_gateway.providers.base import Operation
+from oai_gateway.providers.dialect import Dialect
 from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
+from oai_gateway.providers.rewrites import developer_as_system
 
 _REJECTED = FieldRule(Fate.REJECTED)
 
@@ -37,12 +36,9 @@ COMPLETION_RULES: dict[str, FieldRule] = {
 }
 
 
-class CerebrasProvider(OpenAICompatProvider):
-    kind_label: ClassVar[str] = "Cerebras"
-    unsupported = frozenset({Operation.EMBEDDINGS})
-    quirks: ClassVar[Quirks] = Quirks(
-        {Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}
-    )
-
-    def prepare_chat(self, body: Json) -> Json:
-        return developer_as_system(body)
+DIALECT = Dialect(
+    kind_label="Cerebras",
+    unsupported=frozenset({Operation.EMBEDDINGS}),
+    quirks=Quirks({Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}),
+    rewrites={Operation.CHAT: developer_as_system},
+)

@@ -12,19 +12,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from oai_gateway.errors import GatewayError, UnsupportedOperationError
-from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation
-from oai_gateway.providers.openai_compat import OpenAICompatProvider, developer_as_system
+from oai_gateway.config.settings import ProviderSpec
+from oai_gateway.providers.base import Json, Operation
+from oai_gateway.providers.dialect import Dialect
 from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
-from oai_gateway.wire import normalize
-from oai_gateway.wire.requests import RequestFacts
-from oai_gateway.wire.sse import DONE_EVENT, frame
+from oai_gateway.providers.rewrites import (
+    developer_as_system,
+    max_completion_tokens_as_max_tokens,
+    reject_token_ids,
+)
 
 _IGNORED = FieldRule(Fate.IGNORED)
 
@@ -86,139 +86,50 @@ def _model(entry: Any) -> Json | None:
     }
 
 
-def _add_usage(total: Json | None, part: Json | None) -> Json | None:
-    if part is None:
-        return total
-    if total is None:
-        return dict(part)
-    return {
-        k: total.get(k, 0) + part.get(k, 0)
-        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-    }
+def _models(answer: Json, owner: str) -> list[Json]:
+    """The native /api/tags list; each model's owner is its namespace."""
+    entries = answer.get("models") or []
+    if not isinstance(entries, list):
+        entries = []
+    return [m for entry in entries if (m := _model(entry)) is not None]
 
 
-class OllamaProvider(OpenAICompatProvider):
-    kind_label: ClassVar[str] = "Ollama"
-    api_prefix: ClassVar[str] = "/v1"
-    regenerate_ids: ClassVar[bool] = True
-    quirks: ClassVar[Quirks] = Quirks(
-        {Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}
-    )
+def _aliases(model_id: str) -> tuple[str, ...]:
+    # `llama3.2` and `llama3.2:latest` name the same model in Ollama.
+    return (model_id,) if ":" in model_id else (model_id, model_id + ":latest")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.label = f"Ollama at {self.spec.base_url}"
-        self.client.label = self.label
 
-    async def check_ready(self) -> str | None:
-        try:
-            await self._call(self._ready_context(), "GET", "/api/version", None)
-        except GatewayError as exc:
-            return exc.message
-        return None
+def _chat(body: Json, spec: ProviderSpec) -> Json:
+    return max_completion_tokens_as_max_tokens(developer_as_system(body, spec), spec)
 
-    async def list_models_raw(self, ctx: CallContext) -> list[Json]:
-        answer = await self._call_object(ctx, "GET", "/api/tags", None)
-        entries = answer.get("models") or []
-        if not isinstance(entries, list):
-            entries = []
-        return [m for entry in entries if (m := _model(entry)) is not None]
 
-    async def retrieve_model(self, ctx: CallContext, model_id: str) -> Json:
-        # `llama3.2` and `llama3.2:latest` name the same model in Ollama.
-        models = {m["id"]: m for m in await self.list_models(ctx)}
-        found = models.get(model_id) or (
-            None if ":" in model_id else models.get(model_id + ":latest")
-        )
-        return found if found is not None else await super().retrieve_model(ctx, model_id)
+def _completion(body: Json, spec: ProviderSpec) -> Json:
+    reject_token_ids(body["prompt"], "prompt", spec, "Ollama")
+    return body
 
-    def prepare_chat(self, body: Json) -> Json:
-        body = developer_as_system(body)
-        if "max_completion_tokens" in body:
-            body = dict(body)
-            limit = body.pop("max_completion_tokens")
-            if body.get("max_tokens") is None:
-                body["max_tokens"] = limit
-        return body
 
-    def prepare_embeddings(self, body: Json, facts: RequestFacts) -> Json:
-        self._reject_tokens(body.get("input"), "input")
-        fixed = dict(body)
-        fixed.pop("encoding_format", None)
-        return fixed
+def _embeddings(body: Json, spec: ProviderSpec) -> Json:
+    # Always floats from the upstream, encoded here as the client asked.
+    reject_token_ids(body.get("input"), "input", spec, "Ollama")
+    fixed = dict(body)
+    fixed.pop("encoding_format", None)
+    return fixed
 
-    def _reject_tokens(self, value: Any, param: str) -> None:
-        if isinstance(value, list) and value and not isinstance(value[0], str):
-            raise UnsupportedOperationError(
-                f"Provider '{self.spec.name}' (Ollama) does not accept token ids in '{param}'; "
-                "send text instead.",
-                param=param,
-            )
 
-    def _prompts(self, body: Json) -> list[str]:
-        prompt = body["prompt"]
-        self._reject_tokens(prompt, "prompt")
-        return [prompt] if isinstance(prompt, str) else list(prompt)
-
-    async def create_completion(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
-        # Judged once, before the prompts fan out into several upstream calls.
-        body = self.supported(body, Operation.COMPLETIONS)
-        prompts = self._prompts(body)
-        if len(prompts) == 1:
-            return await super().create_completion(ctx, {**body, "prompt": prompts[0]}, facts)
-        answers = await asyncio.gather(
-            *(
-                super(OllamaProvider, self).create_completion(ctx, {**body, "prompt": p}, facts)
-                for p in prompts
-            )
-        )
-        # Built apart from answers[0], which is both the template and one of the parts.
-        choices: list[Json] = []
-        total: Json | None = None
-        for position, answer in enumerate(answers):
-            choices.extend({**choice, "index": position} for choice in answer["choices"])
-            total = _add_usage(total, answer.get("usage"))
-        merged = answers[0]
-        merged["choices"] = choices
-        if total is not None:
-            merged["usage"] = total
-        return merged
-
-    async def stream_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> ChunkStream:
-        body = self.supported(body, Operation.COMPLETIONS)
-        prompts = self._prompts(body)
-        if len(prompts) == 1:
-            return await super().stream_completion(ctx, {**body, "prompt": prompts[0]}, facts)
-        # Ollama takes one prompt per call: stream them one after another, choice by choice.
-        path = self.api_prefix + "/completions"
-        first = await self._open_stream(ctx, path, {**body, "prompt": prompts[0]})
-        ident = normalize.new_id("cmpl")
-        final = normalize.ChunkNormalizer(
-            chat=False, model=facts.model, include_usage=facts.include_usage, ident=ident
-        )
-
-        async def chunks() -> AsyncIterator[bytes]:
-            response = first
-            for position, prompt in enumerate(prompts):
-                if position:
-                    response = await self._open_stream(ctx, path, {**body, "prompt": prompt})
-                part = normalize.ChunkNormalizer(
-                    chat=False,
-                    model=facts.model,
-                    include_usage=False,
-                    ident=ident,
-                    choice_index=position,
-                )
-                relay = self._relay(response, part, finish=False)
-                try:
-                    async for batch in relay:
-                        yield batch
-                finally:
-                    await relay.aclose()
-                final.usage = _add_usage(final.usage, part.usage)
-            last = final.usage_chunk()
-            yield (frame(last) if last is not None else b"") + DONE_EVENT
-
-        return ChunkStream(chunks(), first.close, final)
+DIALECT = Dialect(
+    kind_label="Ollama",
+    api_prefix="/v1",
+    label="{kind} at {url}",
+    quirks=Quirks({Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}),
+    rewrites={
+        Operation.CHAT: _chat,
+        Operation.COMPLETIONS: _completion,
+        Operation.EMBEDDINGS: _embeddings,
+    },
+    models_path="/api/tags",
+    parse_models=_models,
+    model_aliases=_aliases,
+    ready_path="/api/version",
+    regenerate_ids=True,
+    one_prompt_per_call=True,
+)

@@ -1,27 +1,25 @@
 """The provider registry: built once from configuration at the composition root.
 
-Adding a provider kind is one module implementing `Provider` plus one entry in `KINDS`.
+Adding a provider kind is one module building a `Dialect` plus one entry in `KINDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import ModelNotFoundError, ProviderNotFoundError
 from oai_gateway.observability.redact import Redactor
+from oai_gateway.providers import cerebras, ollama, openai_compat
 from oai_gateway.providers.base import Provider
-from oai_gateway.providers.cerebras import CerebrasProvider
-from oai_gateway.providers.ollama import OllamaProvider
-from oai_gateway.providers.openai_compat import OpenAICompatProvider
+from oai_gateway.providers.dialect import Dialect
+from oai_gateway.providers.provider import DialectProvider
 
-ProviderFactory = Callable[[ProviderSpec, Redactor], Provider]
-
-KINDS: Mapping[str, ProviderFactory] = {
-    "openai": OpenAICompatProvider,
-    "ollama": OllamaProvider,
-    "cerebras": CerebrasProvider,
+KINDS: Mapping[str, Dialect] = {
+    "openai": openai_compat.DIALECT,
+    "ollama": ollama.DIALECT,
+    "cerebras": cerebras.DIALECT,
 }
 
 
@@ -35,7 +33,7 @@ class ProviderRegistry:
             if spec.unconfigured is not None:
                 self._unconfigured[spec.name] = spec.unconfigured
             else:
-                self._providers[spec.name] = KINDS[spec.kind](spec, redactor)
+                self._providers[spec.name] = DialectProvider(spec, redactor, KINDS[spec.kind])
 
     @property
     def providers(self) -> Mapping[str, Provider]:

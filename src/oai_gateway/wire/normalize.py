@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from oai_gateway.errors import UpstreamError
+from oai_gateway.wire.answer import Answer
 
 Json = dict[str, Any]
 
@@ -317,13 +318,6 @@ def decode_base64(text: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-class EncodedJson(dict[str, Any]):
-    """An answer sent as the upstream's bytes (`encoded`), which are already exactly what the
-    client should get. The dict holds only the fields the gateway itself reads (`usage`)."""
-
-    encoded: bytes = b""
-
-
 class _ExactUsage(msgspec.Struct, forbid_unknown_fields=True):
     prompt_tokens: int
     total_tokens: int
@@ -345,7 +339,7 @@ class _ExactEmbeddingList(msgspec.Struct, forbid_unknown_fields=True):
 _EXACT_EMBEDDINGS = msgspec.json.Decoder(_ExactEmbeddingList)
 
 
-def exact_embeddings(raw: bytes, *, count: int, encoding: str) -> EncodedJson | None:
+def exact_embeddings(raw: bytes, *, count: int, encoding: str) -> Answer | None:
     """The upstream's answer as it is, when `embeddings()` would change nothing in it.
 
     A megabyte of float vectors costs several milliseconds to parse into Python floats and as
@@ -371,11 +365,7 @@ def exact_embeddings(raw: bytes, *, count: int, encoding: str) -> EncodedJson | 
     if not exact:
         return None
     usage = answer.usage
-    passed = EncodedJson(
-        usage={"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
-    )
-    passed.encoded = raw
-    return passed
+    return Answer(raw, {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens})
 
 
 def embeddings(obj: Json, *, model: str, count: int, encoding: str) -> Json:

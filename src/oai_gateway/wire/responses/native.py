@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from oai_gateway.errors import UpstreamError
-from oai_gateway.wire.normalize import EncodedJson
+from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.responses import objects, shape
 from oai_gateway.wire.responses.framing import frame, frame_raw
 
@@ -54,7 +54,7 @@ def _parse(data: bytes) -> Json:
     return event
 
 
-def answer(raw: bytes, *, model: str, echoed: Json) -> Json:
+def answer(raw: bytes, *, model: str, echoed: Json) -> Json | Answer:
     """A non-streamed `Response`: the upstream's bytes when exact, else filled in."""
     try:
         found = orjson.loads(raw)
@@ -64,9 +64,8 @@ def answer(raw: bytes, *, model: str, echoed: Json) -> Json:
         raise UpstreamError("The upstream's answer is not a Response object.")
     if shape.response(found, model=model, echoed=echoed):
         return found
-    passed = EncodedJson(usage=found.get("usage"))
-    passed.encoded = raw
-    return passed
+    usage = found.get("usage")
+    return Answer(raw, usage if isinstance(usage, dict) else None)
 
 
 class NativeEventNormalizer:

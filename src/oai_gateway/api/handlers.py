@@ -1,0 +1,162 @@
+"""The handlers the route table names: each reads what it needs from the `Exchange`, calls the
+provider (for data-plane routes, through `serve`, the one choke point) and renders the answer.
+
+What an answer means is the provider's business, how it is shaped is the wire package's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+
+import orjson
+
+from oai_gateway.api.body import read_body
+from oai_gateway.api.cancel import guarded
+from oai_gateway.api.exchange import Exchange, Services
+from oai_gateway.observability.metrics import CONTENT_TYPE
+from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
+from oai_gateway.providers.registry import ensure_model_allowed
+from oai_gateway.wire import requests
+from oai_gateway.wire.answer import Answer
+
+HEALTHY = orjson.dumps({"status": "ok"})
+OPENAPI_DOCUMENT = resources.files("oai_gateway").joinpath("openapi.json").read_bytes()
+
+# The body check of each generation operation; a new one (responses) adds a line.
+GENERATION_REQUESTS: Mapping[Operation, Callable[[Json], requests.RequestFacts]] = {
+    Operation.CHAT: requests.chat_request,
+    Operation.COMPLETIONS: requests.completion_request,
+}
+
+# -- health, metrics, the OpenAPI document ----------------------------------------------------
+
+
+async def health(services: Services, exchange: Exchange) -> None:
+    await exchange.respond.json(200, HEALTHY)
+
+
+async def readiness(services: Services, exchange: Exchange) -> None:
+    problems = await services.registry.readiness()
+    ready = any(problem is None for problem in problems.values())
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "providers": {
+            name: {"ready": problem is None, "detail": problem}
+            for name, problem in problems.items()
+        },
+    }
+    await exchange.respond.json(200 if ready else 503, orjson.dumps(body))
+
+
+async def metrics(services: Services, exchange: Exchange) -> None:
+    body = services.metrics.exposition()
+    await exchange.respond.raw(200, body, [(b"content-type", CONTENT_TYPE)])
+
+
+async def openapi(services: Services, exchange: Exchange) -> None:
+    await exchange.respond.json(200, OPENAPI_DOCUMENT)
+
+
+# -- the data plane ---------------------------------------------------------------------------
+
+
+async def serve(
+    services: Services,
+    exchange: Exchange,
+    work: Callable[[UpstreamCall], Awaitable[None]],
+    *,
+    body: Json | None = None,
+    facts: requests.RequestFacts | None = None,
+) -> None:
+    """The one path of every request under /{provider}/v1 once its body is checked: the model
+    allow-list, admission, the work (cancellable by the client), and settlement."""
+    context = exchange.context
+    if facts is not None:
+        context.model = facts.model
+        context.stream = facts.stream
+        ensure_model_allowed(exchange.provider, facts.model)
+    await services.enforcement.admit(exchange, body)
+    try:
+        deadline = time.monotonic() + exchange.provider.spec.timeout_s
+        await guarded(exchange, work(UpstreamCall(context.request_id, deadline, context)))
+    finally:
+        await services.enforcement.settle(exchange)
+
+
+async def _body(services: Services, exchange: Exchange) -> Json:
+    return requests.parse_object(
+        await read_body(exchange.scope, exchange.receive, services.max_body)
+    )
+
+
+async def _answer(exchange: Exchange, answer: Awaitable[Answer]) -> None:
+    result = await answer
+    if result.usage is not None:
+        exchange.context.usage = result.usage
+    await exchange.respond.json(200, result.body)
+
+
+async def _relay(exchange: Exchange, opened: Awaitable[ChunkStream]) -> None:
+    stream = await opened
+    respond, context = exchange.respond, exchange.context
+    try:
+        await respond.start_stream()
+        async for piece in stream:
+            if context.first_chunk_s is None:
+                context.first_chunk_s = context.elapsed_s()
+            await respond.stream_piece(piece)
+        await respond.end_stream()
+    finally:
+        context.usage = stream.usage
+        await stream.aclose()
+
+
+async def generate(services: Services, exchange: Exchange) -> None:
+    """Chat and legacy completions (and any generation operation in GENERATION_REQUESTS)."""
+    operation = exchange.route.operation
+    assert operation is not None
+    body = await _body(services, exchange)
+    facts = GENERATION_REQUESTS[operation](body)
+    provider = exchange.provider
+
+    async def work(call: UpstreamCall) -> None:
+        if facts.stream:
+            await _relay(exchange, provider.stream(call, operation, body, facts))
+        else:
+            await _answer(exchange, provider.generate(call, operation, body, facts))
+
+    await serve(services, exchange, work, body=body, facts=facts)
+
+
+async def embeddings(services: Services, exchange: Exchange) -> None:
+    body = await _body(services, exchange)
+    facts = requests.embeddings_request(body)
+
+    async def work(call: UpstreamCall) -> None:
+        await _answer(exchange, exchange.provider.embed(call, body, facts))
+
+    await serve(services, exchange, work, body=body, facts=facts)
+
+
+async def list_models(services: Services, exchange: Exchange) -> None:
+    async def work(call: UpstreamCall) -> None:
+        models = await exchange.provider.list_models(call)
+        allowed = exchange.provider.spec.models
+        if allowed is not None:
+            models = [m for m in models if m["id"] in allowed]
+        body = orjson.dumps({"object": "list", "data": models})
+        await exchange.respond.json(200, body)
+
+    await serve(services, exchange, work)
+
+
+async def retrieve_model(services: Services, exchange: Exchange) -> None:
+    model_id = exchange.params["model"]
+
+    async def work(call: UpstreamCall) -> None:
+        model = await exchange.provider.retrieve_model(call, model_id)
+        await exchange.respond.json(200, orjson.dumps(model))
+
+    await serve(services, exchange, work, facts=requests.RequestFacts(model_id))

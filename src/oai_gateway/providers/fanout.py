@@ -1,0 +1,104 @@
+"""Legacy completions for upstreams that take one prompt per call (`one_prompt_per_call`):
+several prompts become one upstream call each, merged back into one answer or one stream.
+
+The body has already passed the dialect's quirks and rewrite, so each prompt is a string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from oai_gateway.providers.base import ChunkStream, Json, UpstreamCall
+from oai_gateway.providers.dialect import Endpoint
+from oai_gateway.wire import normalize
+from oai_gateway.wire.requests import RequestFacts
+from oai_gateway.wire.sse import DONE_EVENT, frame
+
+if TYPE_CHECKING:
+    from oai_gateway.providers.provider import DialectProvider
+
+
+def _prompts(body: Json) -> list[str]:
+    prompt = body["prompt"]
+    return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def add_usage(total: Json | None, part: Json | None) -> Json | None:
+    if part is None:
+        return total
+    if total is None:
+        return dict(part)
+    return {
+        k: total.get(k, 0) + part.get(k, 0)
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+
+
+async def generate(
+    provider: DialectProvider,
+    call: UpstreamCall,
+    endpoint: Endpoint,
+    body: Json,
+    facts: RequestFacts,
+) -> Json:
+    prompts = _prompts(body)
+    if len(prompts) == 1:
+        return await provider.shaped(call, endpoint, {**body, "prompt": prompts[0]}, facts)
+    answers = await asyncio.gather(
+        *(provider.shaped(call, endpoint, {**body, "prompt": p}, facts) for p in prompts)
+    )
+    # Built apart from answers[0], which is both the template and one of the parts.
+    choices: list[Json] = []
+    total: Json | None = None
+    for position, answer in enumerate(answers):
+        choices.extend({**choice, "index": position} for choice in answer["choices"])
+        total = add_usage(total, answer.get("usage"))
+    merged = answers[0]
+    merged["choices"] = choices
+    if total is not None:
+        merged["usage"] = total
+    return merged
+
+
+async def stream(
+    provider: DialectProvider,
+    call: UpstreamCall,
+    endpoint: Endpoint,
+    body: Json,
+    facts: RequestFacts,
+) -> ChunkStream:
+    """The prompts streamed one after another, choice by choice, under one id."""
+    prompts = _prompts(body)
+    first = await provider.open_stream(call, endpoint, {**body, "prompt": prompts[0]})
+    if len(prompts) == 1:
+        return provider.relayed(first, endpoint, facts)
+    ident = normalize.new_id(endpoint.id_prefix)
+    final = normalize.ChunkNormalizer(
+        chat=endpoint.chat, model=facts.model, include_usage=facts.include_usage, ident=ident
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        response = first
+        for position, prompt in enumerate(prompts):
+            if position:
+                response = await provider.open_stream(call, endpoint, {**body, "prompt": prompt})
+            part = normalize.ChunkNormalizer(
+                chat=endpoint.chat,
+                model=facts.model,
+                include_usage=False,
+                ident=ident,
+                choice_index=position,
+            )
+            frames = provider.frames(response, part, finish=False)
+            try:
+                async for batch in frames:
+                    yield batch
+            finally:
+                await frames.aclose()
+            final.usage = add_usage(final.usage, part.usage)
+        last = final.usage_chunk()
+        yield (frame(last) if last is not None else b"") + DONE_EVENT
+
+    return ChunkStream(chunks(), first.close, lambda: final.usage)
