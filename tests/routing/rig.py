@@ -11,13 +11,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from oai_gateway.config.providers_file import read_providers_file
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import GatewayError
 from oai_gateway.observability.context import RequestContext
 from oai_gateway.observability.redact import Redactor
-from oai_gateway.providers.base import CallContext, Provider
-from oai_gateway.providers.openai_compat import OpenAICompatProvider
+from oai_gateway.providers.base import Operation, Provider, UpstreamCall
+from oai_gateway.providers.provider import DialectProvider
 from oai_gateway.providers.registry import KINDS
 from oai_gateway.routing.fleet import Fleet, build_fleet
 from oai_gateway.routing.provider import RoutedProvider
@@ -31,9 +33,8 @@ BODY: dict[str, Any] = {"model": "gpt-test", "messages": [{"role": "user", "cont
 
 
 def member(spec: ProviderSpec) -> Provider:
-    provider = KINDS[spec.kind](spec, Redactor([]))
-    assert isinstance(provider, OpenAICompatProvider)  # every kind builds on it
-    provider.client.connect_retries = 0
+    provider = DialectProvider(spec, Redactor([]), KINDS[spec.kind])
+    provider.transport.client.connect_retries = 0
     return provider
 
 
@@ -88,18 +89,18 @@ class Rig:
         return asyncio.run(go())
 
 
-def context() -> tuple[CallContext, RequestContext]:
+def context() -> tuple[UpstreamCall, RequestContext]:
     request = RequestContext("req_routing_test")
-    return CallContext(request.request_id, time.monotonic() + 30, request), request
+    return UpstreamCall(request.request_id, time.monotonic() + 30, request), request
 
 
 async def chat(provider: RoutedProvider) -> tuple[dict[str, Any] | GatewayError, RequestContext]:
     ctx, request = context()
     try:
-        answer = await provider.create_chat_completion(ctx, dict(BODY), RequestFacts("gpt-test"))
+        answer = await provider.generate(ctx, Operation.CHAT, dict(BODY), RequestFacts("gpt-test"))
     except GatewayError as exc:
         return exc, request
-    return answer, request
+    return orjson.loads(answer.body), request
 
 
 def served(servers: list[OpenAICompatUpstream], path: str = CHAT) -> list[int]:

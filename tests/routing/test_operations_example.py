@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import orjson
 import pytest
 
 from oai_gateway.config.providers_file import fallback_problems
 from oai_gateway.errors import GatewayError
+from oai_gateway.providers.base import Operation
 from oai_gateway.wire.requests import RequestFacts
 from tests.gateway import make_config
 from tests.routing.rig import Rig, context, served, upstreams
@@ -69,9 +71,10 @@ def test_the_example_routes_fails_over_and_falls_back(tmp_path: Path, stopped: i
                 ctx, request = context()
                 body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
                 try:
-                    answer: object = await rig.local.create_chat_completion(
-                        ctx, body, RequestFacts("llama-3.1-8b")
+                    answered = await rig.local.generate(
+                        ctx, Operation.CHAT, body, RequestFacts("llama-3.1-8b")
                     )
+                    answer: object = orjson.loads(answered.body)
                 except GatewayError as exc:
                     answer = exc
                 results.append((answer, request.upstream, request.attempts))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oai_gateway.errors import GatewayError
-from oai_gateway.providers.base import ChunkStream
+from oai_gateway.providers.base import ChunkStream, Operation
 from oai_gateway.wire.requests import RequestFacts
 from tests.routing.rig import BODY, Rig, chat, context, providers_toml, served, upstreams
 from tests.upstreams.base import Fault, openai_error_body
@@ -40,7 +40,7 @@ def test_least_in_flight_avoids_the_upstream_holding_a_stream(tmp_path: Path) ->
             ctx, request = context()
             facts = RequestFacts("gpt-test", stream=True)
             body = {**BODY, "stream": True}
-            held: ChunkStream = await rig.local.stream_chat_completion(ctx, body, facts)
+            held: ChunkStream = await rig.local.stream(ctx, Operation.CHAT, body, facts)
             busy = request.upstream
             others = []
             for _ in range(12):
@@ -124,7 +124,7 @@ def test_nothing_is_retried_after_the_first_event(tmp_path: Path) -> None:
         async def work(rig: Rig) -> tuple[list[bytes], BaseException | None, int]:
             ctx, request = context()
             facts = RequestFacts("gpt-test", stream=True)
-            stream = await rig.local.stream_chat_completion(ctx, {**BODY, "stream": True}, facts)
+            stream = await rig.local.stream(ctx, Operation.CHAT, {**BODY, "stream": True}, facts)
             pieces: list[bytes] = []
             error = None
             try:

@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, TypeVar
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import ModelNotFoundError
 from oai_gateway.observability.context import RequestContext
-from oai_gateway.providers.base import CallContext, ChunkStream, Json, Operation, Provider
+from oai_gateway.providers.base import ChunkStream, Json, Operation, Provider, UpstreamCall
 from oai_gateway.routing.attempts import AttemptPlan, Candidate, Report, Target, run_attempts
 from oai_gateway.routing.members import Lease
 from oai_gateway.routing.stream import CommittedStream, first_event
+from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.requests import RequestFacts
 
 if TYPE_CHECKING:
     from oai_gateway.routing.fleet import Fleet
 
 T = TypeVar("T")
-Invoke = Callable[[Provider, CallContext, Json, RequestFacts], Awaitable[T]]
+Invoke = Callable[[Provider, UpstreamCall, Json, RequestFacts], Awaitable[T]]
 
 
 class RoutedProvider:
@@ -55,7 +56,7 @@ class RoutedProvider:
             return None
         return "; ".join(f"{label}: {problem}" for label, problem in problems.items())
 
-    async def list_models(self, ctx: CallContext) -> list[Json]:
+    async def list_models(self, ctx: UpstreamCall) -> list[Json]:
         """The union of the upstreams' lists; an upstream that cannot answer is left out
         unless none can."""
         members = self.target.members
@@ -72,7 +73,7 @@ class RoutedProvider:
                     raise failure
         return list(union.values())
 
-    async def retrieve_model(self, ctx: CallContext, model_id: str) -> Json:
+    async def retrieve_model(self, ctx: UpstreamCall, model_id: str) -> Json:
         for model in await self.list_models(ctx):
             if model["id"] == model_id:
                 return model
@@ -82,30 +83,22 @@ class RoutedProvider:
 
     # -- generation ----------------------------------------------------------------------------
 
-    async def create_embeddings(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
-        return await self.answer(ctx, Operation.EMBEDDINGS, body, facts, _embeddings)
+    async def embed(self, ctx: UpstreamCall, body: Json, facts: RequestFacts) -> Answer:
+        return await self._answer(ctx, Operation.EMBEDDINGS, body, facts, _embed)
 
-    async def create_completion(self, ctx: CallContext, body: Json, facts: RequestFacts) -> Json:
-        return await self.answer(ctx, Operation.COMPLETIONS, body, facts, _completion)
+    async def generate(
+        self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
+    ) -> Answer:
+        return await self._answer(ctx, operation, body, facts, _generate(operation))
 
-    async def create_chat_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> Json:
-        return await self.answer(ctx, Operation.CHAT, body, facts, _chat)
-
-    async def stream_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
+    async def stream(
+        self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> ChunkStream:
-        return await self.stream(ctx, Operation.COMPLETIONS, body, facts, _completion_stream)
+        return await self._stream(ctx, operation, body, facts, _stream(operation))
 
-    async def stream_chat_completion(
-        self, ctx: CallContext, body: Json, facts: RequestFacts
-    ) -> ChunkStream:
-        return await self.stream(ctx, Operation.CHAT, body, facts, _chat_stream)
-
-    async def answer(
+    async def _answer(
         self,
-        ctx: CallContext,
+        ctx: UpstreamCall,
         operation: Operation,
         body: Json,
         facts: RequestFacts,
@@ -120,9 +113,9 @@ class RoutedProvider:
         lease.release()
         return answer
 
-    async def stream(
+    async def _stream(
         self,
-        ctx: CallContext,
+        ctx: UpstreamCall,
         operation: Operation,
         body: Json,
         facts: RequestFacts,
@@ -139,7 +132,7 @@ class RoutedProvider:
 
     async def _attempts(
         self,
-        ctx: CallContext,
+        ctx: UpstreamCall,
         operation: Operation,
         model: str,
         attempt: Callable[[Candidate, Lease], Awaitable[T]],
@@ -162,7 +155,7 @@ class RoutedProvider:
     async def _invoke(
         self,
         candidate: Candidate,
-        ctx: CallContext,
+        ctx: UpstreamCall,
         body: Json,
         facts: RequestFacts,
         invoke: Invoke[T],
@@ -176,7 +169,7 @@ class RoutedProvider:
         return await invoke(self._fleet.callee(candidate.member), ctx, body, facts)
 
 
-def _record(ctx: CallContext, report: Report) -> None:
+def _record(ctx: UpstreamCall, report: Report) -> None:
     """Put the attempts where the response headers and the access line read them."""
     context = ctx.timer
     if isinstance(context, RequestContext):
@@ -184,23 +177,19 @@ def _record(ctx: CallContext, report: Report) -> None:
         context.attempts = report.attempts
 
 
-def _embeddings(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
-    return p.create_embeddings(c, b, f)
+def _embed(p: Provider, c: UpstreamCall, b: Json, f: RequestFacts) -> Awaitable[Answer]:
+    return p.embed(c, b, f)
 
 
-def _completion(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
-    return p.create_completion(c, b, f)
+def _generate(operation: Operation) -> Invoke[Answer]:
+    def invoke(p: Provider, c: UpstreamCall, b: Json, f: RequestFacts) -> Awaitable[Answer]:
+        return p.generate(c, operation, b, f)
+
+    return invoke
 
 
-def _chat(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[Json]:
-    return p.create_chat_completion(c, b, f)
+def _stream(operation: Operation) -> Invoke[ChunkStream]:
+    def invoke(p: Provider, c: UpstreamCall, b: Json, f: RequestFacts) -> Awaitable[ChunkStream]:
+        return p.stream(c, operation, b, f)
 
-
-def _completion_stream(
-    p: Provider, c: CallContext, b: Json, f: RequestFacts
-) -> Awaitable[ChunkStream]:
-    return p.stream_completion(c, b, f)
-
-
-def _chat_stream(p: Provider, c: CallContext, b: Json, f: RequestFacts) -> Awaitable[ChunkStream]:
-    return p.stream_chat_completion(c, b, f)
+    return invoke
