@@ -12,7 +12,7 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	@$(UV) sync --frozen --quiet
 
-# The pinned Node SDK for tests/test_node_sdk.py, reinstalled only when its lock file changes.
+# The pinned Node SDK for tests/conformance/test_node_sdk.py, reinstalled only when its lock file changes.
 # Without npm this is skipped; that test then skips (or fails when CI=true).
 node-deps: tests/node/node_modules/.package-lock.json
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from oai_gateway.config.loader import Config
-from tests.gateway import GatewayServer, make_config
-from tests.spec import begin_test, take_violations
-from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
+from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
+from tests.support.gateway import GatewayServer, make_config
+from tests.support.spec import begin_test, take_violations
 
-pytest_plugins = ["tests.log_guard"]  # fails the session if a log record carries a key
+pytest_plugins = ["tests.support.log_guard"]  # fails the session if a log record carries a key
 
 GATEWAY_KEY = "gw-test-key-0123456789"
 CUSTOM_KEY = "sk-upstream-custom-secret-42"

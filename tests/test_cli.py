@@ -18,7 +18,7 @@ import pytest
 
 from oai_gateway.cli import main
 from tests.conftest import CUSTOM_KEY
-from tests.upstreams import OpenAICompatUpstream
+from tests.support.fake_upstreams import OpenAICompatUpstream
 
 START_TIMEOUT_S = 15.0
 EXIT_TIMEOUT_S = 5.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.gateway import GatewayServer
+from tests.support.gateway import GatewayServer
 from tests.test_cli import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.upstreams import Fault, OpenAICompatUpstream
+from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 
 # What llama.cpp's server answers on /v1/embeddings when started without --embeddings.
 LLAMA_501 = orjson.dumps(

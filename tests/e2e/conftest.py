@@ -24,7 +24,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.gateway import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, make_config
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))

@@ -17,7 +17,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import MODEL, sdk_for
-from tests.gateway import GatewayServer
+from tests.support.gateway import GatewayServer
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from llama_server import LlamaServer
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import GATEWAY_KEY, MODEL, UPSTREAM_KEY, llama_get, sdk_for
-from tests.gateway import GatewayServer
+from tests.support.gateway import GatewayServer
 
 pytestmark = pytest.mark.e2e
 

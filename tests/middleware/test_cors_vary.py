@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
-from tests.gateway import GatewayServer, make_config
-from tests.upstreams import OpenAICompatUpstream
+from tests.support.fake_upstreams import OpenAICompatUpstream
+from tests.support.gateway import GatewayServer, make_config
 
 ALLOWED = "https://app.example.com"
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}

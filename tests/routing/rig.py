@@ -25,7 +25,7 @@ from oai_gateway.routing.fleet import Fleet, build_fleet
 from oai_gateway.routing.provider import RoutedProvider
 from oai_gateway.wire.requests import RequestFacts
 from tests.routing.clock import FakeClock
-from tests.upstreams.openai_compat import OpenAICompatUpstream
+from tests.support.fake_upstreams.openai_compat import OpenAICompatUpstream
 
 T = TypeVar("T")
 CHAT = "/v1/chat/completions"

@@ -13,9 +13,9 @@ from oai_gateway.config.providers_file import fallback_problems
 from oai_gateway.errors import GatewayError
 from oai_gateway.providers.base import Operation
 from oai_gateway.wire.requests import RequestFacts
-from tests.gateway import make_config
 from tests.routing.rig import Rig, context, served, upstreams
-from tests.upstreams.cerebras import CerebrasUpstream
+from tests.support.fake_upstreams.cerebras import CerebrasUpstream
+from tests.support.gateway import make_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 CEREBRAS_KEY = "csk-operations-example-key"

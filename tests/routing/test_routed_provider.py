@@ -12,7 +12,7 @@ from oai_gateway.errors import GatewayError
 from oai_gateway.providers.base import ChunkStream, Operation
 from oai_gateway.wire.requests import RequestFacts
 from tests.routing.rig import BODY, Rig, chat, context, providers_toml, served, upstreams
-from tests.upstreams.base import Fault, openai_error_body
+from tests.support.fake_upstreams.base import Fault, openai_error_body
 
 
 def test_weighted_shares_follow_the_weights_over_400_requests(tmp_path: Path) -> None:

@@ -15,8 +15,13 @@ import pytest
 
 from oai_gateway.server.protocol import EdgeLimits, protocol_for
 from tests.conftest import GATEWAY_KEY, config_for
-from tests.gateway import GatewayServer
-from tests.upstreams import CerebrasUpstream, Fault, OllamaUpstream, OpenAICompatUpstream
+from tests.support.fake_upstreams import (
+    CerebrasUpstream,
+    Fault,
+    OllamaUpstream,
+    OpenAICompatUpstream,
+)
+from tests.support.gateway import GatewayServer
 
 LIMITS = EdgeLimits(head_timeout_s=0.3, max_head_bytes=4096, max_connections=3, keepalive_s=0.3)
 # Far above every limit in LIMITS, far below what the same connection would get without them.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tests import spec
+from tests.support import spec
 
 
 @cache

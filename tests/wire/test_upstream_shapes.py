@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.upstreams import Fault, OpenAICompatUpstream
+from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 
 CHAT = "/custom/v1/chat/completions"
 COMPLETIONS = "/custom/v1/completions"

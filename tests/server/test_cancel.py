@@ -1,0 +1,195 @@
+"""A client that goes away leaves nothing behind (SPEC §4.2a, §7).
+
+The gateway runs in this process (tests/support/gateway.py), so its event loop's tasks and this
+process's open file descriptors show whether a cancelled request left a task, a socket or an
+upstream connection behind. Chat is covered in tests/upstream/test_faults_chat.py; this extends
+to legacy completions and embeddings, and adds the leak checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
+from tests.conftest import CHAT_MODEL, GATEWAY_KEY, config_for
+from tests.support.fake_upstreams import (
+    CerebrasUpstream,
+    Fault,
+    OllamaUpstream,
+    OpenAICompatUpstream,
+)
+from tests.support.gateway import GatewayServer, read_until
+from tests.support.gateway import open_raw as raw_post
+
+EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
+SETTLE_S = 3.0
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def gateway_tasks(gateway: GatewayServer) -> int:
+    loop = gateway.loop
+    assert loop is not None
+
+    async def count() -> int:
+        return len(asyncio.all_tasks())
+
+    return asyncio.run_coroutine_threadsafe(count(), loop).result(2)
+
+
+def settles(probe: Callable[[], int], limit: int) -> tuple[bool, int]:
+    """Whether `probe()` comes back to at most `limit` within SETTLE_S."""
+    deadline = time.monotonic() + SETTLE_S
+    value = probe()
+    while value > limit and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = probe()
+    return value <= limit, value
+
+
+def steady(probe: Callable[[], int]) -> int:
+    """The value once two samples 50 ms apart agree (at most one second of sampling)."""
+    last = probe()
+    for _ in range(20):
+        time.sleep(0.05)
+        value = probe()
+        if value == last:
+            return value
+        last = value
+    return last
+
+
+def open_raw(gateway: GatewayServer, path: str, body: dict[str, Any]) -> socket.socket:
+    return raw_post(gateway.port, path, body, GATEWAY_KEY)
+
+
+@pytest.fixture(scope="module", params=["disconnect-signal", "watcher-task"])
+def gateway(
+    request: pytest.FixtureRequest,
+    custom_upstream: OpenAICompatUpstream,
+    ollama_upstream: OllamaUpstream,
+    cerebras_upstream: CerebrasUpstream,
+) -> Iterator[GatewayServer]:
+    """Both ways a disconnect reaches the work: the gateway's own server protocol signals it;
+    under any other ASGI server the router watches `receive()` in a task of its own."""
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=3)
+    http = EnvelopeHttpToolsProtocol if request.param == "disconnect-signal" else HttpToolsProtocol
+    with GatewayServer(config, http) as server:
+        yield server
+
+
+@pytest.fixture
+def baseline(gateway: GatewayServer, upstream: OpenAICompatUpstream) -> Iterator[tuple[int, int]]:
+    """Tasks and fds once the gateway is idle, after a warm-up that fills the upstream pool."""
+    yield steady(lambda: gateway_tasks(gateway)), steady(open_fds)
+    upstream.chunk_delay_s, upstream.stream_chunks = 0.0, 3
+
+
+def completions(provider: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    body = {"model": CHAT_MODEL[provider], "prompt": "count slowly", "stream": stream}
+    return f"/{provider}/v1/completions", body
+
+
+def check_nothing_left(
+    gateway: GatewayServer, upstream: OpenAICompatUpstream, baseline: tuple[int, int]
+) -> None:
+    started = time.monotonic()
+    assert upstream.wait_for_disconnect(2.0), "the upstream request was left running"
+    assert time.monotonic() - started < 1.5
+    tasks, fds = baseline
+    ok, now = settles(lambda: gateway_tasks(gateway), tasks)
+    assert ok, f"{now - tasks} gateway task(s) left behind"
+    ok, now = settles(open_fds, fds)
+    assert ok, f"{now - fds} file descriptor(s) left open"
+
+
+def test_disconnect_mid_stream(
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 40
+    conn = open_raw(gateway, *completions(provider, True))
+    try:
+        assert read_until(conn, b"data: {").startswith(b"HTTP/1.1 200")
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+
+
+def test_disconnect_before_the_first_token(
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=2.8)
+    conn = open_raw(gateway, *completions(provider, True))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+
+
+def test_disconnect_during_a_plain_completion(
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    conn = open_raw(gateway, *completions(provider, False))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+
+
+@pytest.mark.parametrize("provider", ["custom", "ollama"], indirect=True)
+def test_disconnect_during_embeddings(
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    body = {"model": EMBED_MODEL[provider], "input": ["one", "two"]}
+    conn = open_raw(gateway, f"/{provider}/v1/embeddings", body)
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+
+
+@pytest.mark.parametrize("provider", ["custom"], indirect=True)
+def test_a_request_in_flight_costs_one_task_with_the_signal_two_without(
+    request: pytest.FixtureRequest,
+    gateway: GatewayServer,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    baseline: tuple[int, int],
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    conn = open_raw(gateway, *completions(provider, False))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+        in_flight = steady(lambda: gateway_tasks(gateway)) - baseline[0]
+    finally:
+        conn.close()
+    check_nothing_left(gateway, upstream, baseline)
+    with_signal = "disconnect-signal" in request.node.callspec.id
+    assert in_flight == (1 if with_signal else 2), in_flight

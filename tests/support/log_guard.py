@@ -1,0 +1,112 @@
+"""Session-wide guard: no log record emitted by any test may carry a configured secret (§4.5).
+
+Every record is inspected as it is handled, whichever logger or handler setup a test installed
+(the gateway's own `configure_logging` replaces the root handlers, so a root handler alone could
+miss records). The session fails at its end, naming the records, if a key value was seen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Modules whose key constants are configured somewhere in the suite; every UPPER_CASE string
+# constant in them whose name says KEY or SECRET is treated as a secret.
+SECRET_SOURCES = (
+    "tests.conftest",
+    "tests.test_cli",
+    "tests.api.test_auth",
+    "tests.config.test_providers_file",
+    "tests.observability.test_logging",
+    "tests.config.test_settings",
+    "tests.keys.test_store_settings",
+)
+_TESTS = Path(__file__).resolve().parents[1]
+_LOGGING = Path(logging.__file__).resolve().parent
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def configured_secrets() -> frozenset[str]:
+    found: set[str] = set()
+    for name in SECRET_SOURCES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for attr, value in vars(module).items():
+            named = attr.isupper() and ("KEY" in attr or "SECRET" in attr)
+            # Values, not variable names such as LOCAL_KEY_ENV = "LOCAL_LLM_KEY".
+            if named and isinstance(value, str) and len(value) >= 8 and not value.isupper():
+                found.add(value)
+    return frozenset(found)
+
+
+def record_text(record: logging.LogRecord) -> str:
+    """Everything a formatter could write from this record."""
+    try:
+        parts = [record.getMessage()]
+    except (TypeError, ValueError):
+        parts = [str(record.msg), repr(record.args)]
+    parts.extend(repr(v) for k, v in record.__dict__.items() if k not in _STANDARD)
+    if record.exc_info:
+        parts.append(logging.Formatter().formatException(record.exc_info))
+    if record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(record.stack_info)
+    return "\n".join(parts)
+
+
+def logged_by_a_test() -> bool:
+    """Whether the record comes straight from a test function, not from gateway code.
+
+    tests/observability/test_logging.py logs key values on purpose to prove the formatter redacts
+    them; those records are the test's input, not a leak by the gateway.
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename).resolve()
+        if path.parent != _LOGGING and path != Path(__file__).resolve():
+            return _TESTS in path.parents and path.name.startswith("test_")
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+class SecretWatch:
+    def __init__(self, secrets: frozenset[str]) -> None:
+        self.secrets = secrets
+        self.records = 0
+        self.leaks: list[str] = []
+
+    def inspect(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        if logged_by_a_test():
+            return
+        text = record_text(record)
+        for secret in self.secrets:
+            if secret in text:
+                where = f"{record.name}:{record.levelname} ({record.pathname}:{record.lineno})"
+                self.leaks.append(f"{where}: {secret[:4]}… in {text[:300]!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log_record() -> Iterator[SecretWatch]:
+    watch = SecretWatch(configured_secrets())
+    assert watch.secrets, "no secrets found to watch for"
+    original = logging.Logger.handle
+
+    def handle(self: logging.Logger, record: logging.LogRecord) -> None:
+        watch.inspect(record)
+        original(self, record)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logging.Logger, "handle", handle)
+        yield watch
+    assert not watch.leaks, f"secrets in {len(watch.leaks)} log records:\n" + "\n".join(
+        watch.leaks[:20]
+    )

@@ -1,0 +1,650 @@
+"""Upstream failures as the client sees them (SPEC §5 upstream rows, §4.2a, §7).
+
+Faults are injected into the real loopback upstreams; the gateway is driven over HTTP. After each
+fault a normal request must succeed, so a broken pooled connection never outlives its fault.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from tests.api.test_chat import PROMPT, chat_body, parse_sse
+from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
+from tests.support.fake_upstreams import (
+    CerebrasUpstream,
+    Fault,
+    OllamaUpstream,
+    OpenAICompatUpstream,
+    openai_error_body,
+)
+from tests.support.gateway import GatewayServer, make_config, read_until
+from tests.support.gateway import open_raw as raw_post
+
+Json = dict[str, Any]
+CHAT_PATH = "/{}/v1/chat/completions"
+KEY_VARIABLE = {"custom": "CUSTOM_API_KEY", "cerebras": "CEREBRAS_API_KEY"}
+ANY = object()
+
+
+def error_body(
+    provider: str, message: str, type_: str, *, param: str | None, code: str | None
+) -> bytes:
+    """The error body each upstream really sends: Cerebras flat, the others wrapped."""
+    if provider == "cerebras":
+        fields = {"message": message, "type": type_, "param": param, "code": code}
+        return orjson.dumps(fields)
+    return openai_error_body(message, type_, param=param, code=code)
+
+
+def post_chat(client: httpx.Client, provider: str, *, stream: bool, **extra: Any) -> httpx.Response:
+    body = chat_body(provider, stream=stream, **extra)
+    with client.stream("POST", CHAT_PATH.format(provider), json=body) as response:
+        response.read()
+    return response
+
+
+def check_error(
+    response: httpx.Response,
+    status: int,
+    type_: str,
+    code: str | None,
+    *,
+    param: object = ANY,
+    contains: tuple[str, ...] = (),
+) -> Json:
+    """A plain JSON error in OpenAI's envelope (never SSE, even for a streaming request)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    payload = response.json()
+    assert set(payload) == {"error"}, payload
+    error = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["type"] == type_, error
+    assert error["code"] == code, error
+    if param is not ANY:
+        assert error["param"] == param, error
+    assert isinstance(error["message"], str), error
+    assert error["message"], error
+    for text in contains:
+        assert text in error["message"], (text, error["message"])
+    return dict(error)
+
+
+def check_recovers(client: httpx.Client, provider: str, upstream: OpenAICompatUpstream) -> None:
+    """With the fault gone, the very next requests (both kinds) succeed."""
+    upstream.fault = None
+    answer = post_chat(client, provider, stream=False)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == PROMPT
+    streamed = post_chat(client, provider, stream=True)
+    assert streamed.status_code == 200, streamed.text
+    _, done = parse_sse(streamed.text)
+    assert done
+
+
+def error_events(response: httpx.Response) -> tuple[list[Json], list[Json], bool]:
+    """A stream that broke after it started: (chunks, error events, ended with [DONE])."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events, done = parse_sse(response.text)
+    errors = [e for e in events if "error" in e]
+    chunks = [e for e in events if "error" not in e]
+    return chunks, errors, done
+
+
+def check_stream_error(response: httpx.Response, code: str, *, min_chunks: int = 1) -> Json:
+    """Exactly one `data: {"error": ...}` event, last, and no [DONE] (SPEC §7)."""
+    chunks, errors, done = error_events(response)
+    assert not done, "a failed stream must not end with [DONE]"
+    assert len(errors) == 1, errors
+    events, _ = parse_sse(response.text)
+    assert set(events[-1]) == {"error"}, "the error is not the last event"
+    error: Json = errors[0]["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["type"] == "api_error", error
+    assert error["code"] == code, error
+    assert len(chunks) >= min_chunks, chunks
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    return error
+
+
+# --- upstream HTTP error answers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(400, 400), (404, 404), (409, 409), (413, 413), (422, 400)],
+)
+def test_client_errors_pass_through(
+    client: httpx.Client,
+    provider: str,
+    *,
+    upstream: OpenAICompatUpstream,
+    stream: bool,
+    status: int,
+    expected: int,
+) -> None:
+    body = error_body(
+        provider, "the upstream says no", "invalid_request_error", param="stop", code="bad_stop"
+    )
+    upstream.fault = Fault(kind="status", status=status, body=body)
+    response = post_chat(client, provider, stream=stream)
+    check_error(
+        response,
+        expected,
+        "invalid_request_error",
+        "bad_stop",
+        param="stop",
+        contains=("the upstream says no",),
+    )
+    assert len(upstream.requests) == 1, "an upstream error must not be retried"
+    check_recovers(client, provider, upstream)
+
+
+def test_upstream_error_type_is_kept(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream
+) -> None:
+    body = openai_error_body("context too long", "context_length_exceeded", code="ctx_len")
+    custom_upstream.fault = Fault(kind="status", status=400, body=body)
+    response = post_chat(client, "custom", stream=False)
+    check_error(response, 400, "context_length_exceeded", "ctx_len", param=None)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_unknown_model_is_model_not_found(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream, stream: bool
+) -> None:
+    # Each fake answers in its own dialect: OpenAI's code, Cerebras' flat body, and Ollama's
+    # `not_found_error` type with no code at all.
+    response = post_chat(client, provider, stream=stream, model="no-such-model")
+    check_error(response, 404, "invalid_request_error", "model_not_found", param="model")
+    assert len(upstream.requests) == 1
+
+
+def test_cerebras_flat_validation_error(
+    client: httpx.Client, cerebras_upstream: CerebrasUpstream
+) -> None:
+    # Unknown fields pass through (SPEC §5); strict Cerebras rejects them in its flat format.
+    response = post_chat(client, "cerebras", stream=False, x_custom_field=1)
+    check_error(
+        response,
+        400,
+        "invalid_request_error",
+        "wrong_api_format",
+        param="validation_error",
+        contains=("x_custom_field",),
+    )
+    assert cerebras_upstream.requests[-1].json["x_custom_field"] == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_plain_text_client_error(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream, stream: bool
+) -> None:
+    upstream.fault = Fault(kind="status", status=400, body=b"bad request: stop must be a list")
+    response = post_chat(client, provider, stream=stream)
+    check_error(
+        response,
+        400,
+        "invalid_request_error",
+        None,
+        param=None,
+        contains=("bad request: stop must be a list",),
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("status", [401, 403])
+def test_upstream_auth_failure_is_502(
+    client: httpx.Client,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    stream: bool,
+    status: int,
+) -> None:
+    body = error_body(provider, "Incorrect API key", "invalid_request_error", param=None, code=None)
+    upstream.fault = Fault(kind="status", status=status, body=body)
+    response = post_chat(client, provider, stream=stream)
+    names = (KEY_VARIABLE[provider],) if provider in KEY_VARIABLE else ("Ollama",)
+    check_error(response, 502, "api_error", "upstream_auth_failed", contains=(*names, str(status)))
+    assert "www-authenticate" not in response.headers, "the client's key was fine"
+    check_recovers(client, provider, upstream)
+
+
+def test_wrong_cerebras_key_is_502(cerebras_upstream: CerebrasUpstream) -> None:
+    # A real rejection, not an injected one: the fake checks the key the gateway sends.
+    config = make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        cerebras_base_url=cerebras_upstream.base_url + "/v1",
+        cerebras_api_key="csk-not-the-right-key",
+    )
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with (
+        GatewayServer(config) as wrong,
+        httpx.Client(base_url=wrong.url, headers=headers, timeout=10) as http,
+    ):
+        response = post_chat(http, "cerebras", stream=False)
+    error = check_error(
+        response, 502, "api_error", "upstream_auth_failed", contains=("CEREBRAS_API_KEY",)
+    )
+    assert "csk-not-the-right-key" not in response.text
+    assert error["param"] is None
+    assert cerebras_upstream.requests[-1].headers["authorization"] == "Bearer csk-not-the-right-key"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("type_", "code"),
+    [("requests", "rate_limit_exceeded"), ("insufficient_quota", "insufficient_quota")],
+)
+def test_rate_limit_passes_through(
+    client: httpx.Client,
+    provider: str,
+    *,
+    upstream: OpenAICompatUpstream,
+    stream: bool,
+    type_: str,
+    code: str,
+) -> None:
+    body = error_body(provider, "Rate limit reached for requests", type_, param=None, code=code)
+    upstream.fault = Fault(kind="status", status=429, body=body, headers={"retry-after": "7"})
+    response = post_chat(client, provider, stream=stream)
+    check_error(response, 429, type_, code, contains=("Rate limit reached for requests",))
+    assert response.headers["retry-after"] == "7"
+    assert len(upstream.requests) == 1
+    check_recovers(client, provider, upstream)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_become_502(
+    client: httpx.Client,
+    provider: str,
+    upstream: OpenAICompatUpstream,
+    stream: bool,
+    status: int,
+) -> None:
+    body = error_body(provider, "CUDA out of memory", "server_error", param=None, code=None)
+    upstream.fault = Fault(kind="status", status=status, body=body)
+    response = post_chat(client, provider, stream=stream)
+    check_error(
+        response,
+        502,
+        "api_error",
+        "upstream_error",
+        param=None,
+        contains=(str(status), "CUDA out of memory", upstream.base_url),
+    )
+    assert len(upstream.requests) == 1, "the gateway must not retry once the upstream had it"
+    check_recovers(client, provider, upstream)
+
+
+def test_plain_text_server_error(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream
+) -> None:
+    custom_upstream.fault = Fault(
+        kind="status", status=503, body=b"<html>Service Unavailable</html>"
+    )
+    response = post_chat(client, "custom", stream=False)
+    check_error(
+        response, 502, "api_error", "upstream_error", contains=("503", "Service Unavailable")
+    )
+
+
+def test_retry_after_of_an_overloaded_upstream_is_kept(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream
+) -> None:
+    custom_upstream.fault = Fault(
+        kind="status", status=503, body=b"overloaded", headers={"retry-after": "3"}
+    )
+    response = post_chat(client, "custom", stream=False)
+    check_error(response, 502, "api_error", "upstream_error")
+    assert response.headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize("status", [400, 429, 500])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_upstream_key_never_reaches_the_client(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream, stream: bool, status: int
+) -> None:
+    message = f"Invalid key {CUSTOM_KEY}; sent Authorization: Bearer sk-some-other-token"
+    body = openai_error_body(message, "invalid_request_error")
+    custom_upstream.fault = Fault(kind="status", status=status, body=body)
+    response = post_chat(client, "custom", stream=stream)
+    assert response.status_code == {400: 400, 429: 429, 500: 502}[status]
+    assert CUSTOM_KEY not in response.text
+    assert "sk-some-other-token" not in response.text
+    assert "Invalid key" in response.json()["error"]["message"]
+
+
+def test_cerebras_key_never_reaches_the_client(
+    client: httpx.Client, cerebras_upstream: CerebrasUpstream
+) -> None:
+    body = error_body(
+        "cerebras", f"key {CEREBRAS_KEY} is over quota", "server_error", param=None, code=None
+    )
+    cerebras_upstream.fault = Fault(kind="status", status=500, body=body)
+    response = post_chat(client, "cerebras", stream=False)
+    check_error(response, 502, "api_error", "upstream_error", contains=("over quota",))
+    assert CEREBRAS_KEY not in response.text
+
+
+# --- transport faults -------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def dead_client() -> Iterator[httpx.Client]:
+    """A gateway whose custom and Ollama upstreams point at a port nobody listens on."""
+    port = closed_port()
+    config = make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        custom_base_url=f"http://127.0.0.1:{port}/v1",
+        custom_api_key=CUSTOM_KEY,
+        ollama_base_url=f"http://127.0.0.1:{port}",
+    )
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with (
+        GatewayServer(config) as server,
+        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
+    ):
+        yield http
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("provider_name", "variable"), [("custom", "CUSTOM_BASE_URL"), ("ollama", "OLLAMA_BASE_URL")]
+)
+def test_connection_refused(
+    dead_client: httpx.Client, stream: bool, provider_name: str, variable: str
+) -> None:
+    started = time.monotonic()
+    response = post_chat(dead_client, provider_name, stream=stream)
+    elapsed = time.monotonic() - started
+    check_error(response, 502, "api_error", "upstream_error", contains=("not reachable", variable))
+    # Two quick reconnect attempts are allowed, not a long wait.
+    assert elapsed < 2.0, elapsed
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_reset_before_headers_is_not_retried(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream, stream: bool
+) -> None:
+    upstream.fault = Fault(kind="reset_before_headers")
+    response = post_chat(client, provider, stream=stream)
+    check_error(response, 502, "api_error", "upstream_error")
+    # The upstream may have started on it: a retry could bill twice (SPEC §4.2a).
+    assert len(upstream.requests) == 1, [r.path for r in upstream.requests]
+    check_recovers(client, provider, upstream)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_invalid_upstream_body(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream, stream: bool
+) -> None:
+    upstream.fault = Fault(kind="invalid_json")
+    response = post_chat(client, provider, stream=stream)
+    check_error(response, 502, "api_error", "upstream_error")
+    check_recovers(client, provider, upstream)
+
+
+def test_answer_without_choices_is_502(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream
+) -> None:
+    custom_upstream.fault = Fault(kind="invalid_json", body=b'{"id": "x", "object": "chat"}')
+    response = post_chat(client, "custom", stream=False)
+    check_error(response, 502, "api_error", "upstream_error")
+
+
+@pytest.fixture(scope="module")
+def quick_client(
+    custom_upstream: OpenAICompatUpstream,
+    ollama_upstream: OllamaUpstream,
+    cerebras_upstream: CerebrasUpstream,
+) -> Iterator[httpx.Client]:
+    """A gateway in front of the shared upstreams with REQUEST_TIMEOUT_S=0.5."""
+    with short_timeout_client(custom_upstream, ollama_upstream, cerebras_upstream, 0.5) as http:
+        yield http
+
+
+# The timeout lives in the shared upstream client: a few provider/mode pairs cover it.
+@pytest.mark.parametrize(
+    ("provider", "stream"),
+    [("custom", False), ("custom", True), ("ollama", False), ("cerebras", True)],
+    indirect=["provider"],
+)
+def test_slow_headers_time_out(
+    quick_client: httpx.Client, provider: str, upstream: OpenAICompatUpstream, stream: bool
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.0)
+    started = time.monotonic()
+    response = post_chat(quick_client, provider, stream=stream)
+    elapsed = time.monotonic() - started
+    check_error(response, 504, "api_error", "upstream_timeout", param=None)
+    assert 0.4 < elapsed < 1.8, elapsed
+    assert len(upstream.requests) == 1
+    check_recovers(quick_client, provider, upstream)
+
+
+def test_stream_stall_ends_with_timeout_event(
+    quick_client: httpx.Client, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_stall", after_chunks=1, delay_s=2.0)
+    started = time.monotonic()
+    response = post_chat(quick_client, provider, stream=True)
+    elapsed = time.monotonic() - started
+    check_stream_error(response, "upstream_timeout")
+    assert elapsed < 1.8, elapsed
+    check_recovers(quick_client, provider, upstream)
+
+
+def test_stream_break_ends_with_error_event(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_break", after_chunks=2)
+    response = post_chat(client, provider, stream=True)
+    check_stream_error(response, "upstream_error", min_chunks=1)
+    check_recovers(client, provider, upstream)
+
+
+def test_stream_garbage_ends_with_error_event(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_garbage", after_chunks=1)
+    response = post_chat(client, provider, stream=True)
+    check_stream_error(response, "upstream_error")
+    check_recovers(client, provider, upstream)
+
+
+def test_upstream_error_event_ends_the_stream(
+    client: httpx.Client, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_error_event", after_chunks=2)
+    response = post_chat(client, provider, stream=True)
+    error = check_stream_error(response, "upstream_error")
+    upstream_text = {
+        "custom": "upstream generation failed",
+        "cerebras": "Internal server error during generation",
+    }
+    if provider in upstream_text:
+        assert upstream_text[provider] in error["message"], error
+    check_recovers(client, provider, upstream)
+
+
+def test_break_before_the_first_chunk(
+    client: httpx.Client, custom_upstream: OpenAICompatUpstream
+) -> None:
+    # Headers were sent, so even with no chunk yet the failure is an SSE error event.
+    custom_upstream.fault = Fault(kind="stream_break", after_chunks=0)
+    response = post_chat(client, "custom", stream=True)
+    check_stream_error(response, "upstream_error", min_chunks=0)
+
+
+# --- client disconnects (SPEC §4.2a, §7) ------------------------------------------------------
+
+
+def open_raw(gateway: GatewayServer, provider: str, body: Json) -> socket.socket:
+    """Send a chat request on a bare socket, so the test decides exactly when to hang up."""
+    return raw_post(gateway.port, CHAT_PATH.format(provider), body, GATEWAY_KEY)
+
+
+@pytest.fixture
+def paced(upstream: OpenAICompatUpstream) -> Iterator[OpenAICompatUpstream]:
+    """The provider's upstream streaming 40 chunks 0.2 s apart (8 s), restored afterwards."""
+    saved = upstream.chunk_delay_s, upstream.stream_chunks
+    upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 40
+    try:
+        yield upstream
+    finally:
+        upstream.chunk_delay_s, upstream.stream_chunks = saved
+
+
+def test_disconnect_mid_stream_closes_upstream(
+    gateway: GatewayServer, provider: str, paced: OpenAICompatUpstream
+) -> None:
+    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    try:
+        received = read_until(conn, b"data: {")
+        assert received.startswith(b"HTTP/1.1 200"), received
+    finally:
+        conn.close()
+    assert paced.wait_for_disconnect(2.0), "the upstream stream was left running"
+
+
+def test_disconnect_while_waiting_for_an_answer(
+    gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    # The gateway's timeout is 3 s: without cancellation the upstream would finish normally.
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    conn = open_raw(gateway, provider, chat_body(provider))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+    finally:
+        conn.close()
+    assert upstream.wait_for_disconnect(2.0), "the upstream request was left running"
+
+
+def test_disconnect_before_stream_headers(
+    gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+    finally:
+        conn.close()
+    assert upstream.wait_for_disconnect(2.0), "the upstream stream was left running"
+
+
+def test_disconnect_before_first_chunk(
+    gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=2.8)
+    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    try:
+        assert upstream.wait_for_requests(1, 2.0)
+        head = read_until(conn, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"data:" not in head
+    finally:
+        conn.close()
+    assert upstream.wait_for_disconnect(2.0), "the silent upstream stream was left running"
+
+
+# --- what the official SDK raises -------------------------------------------------------------
+
+
+def sdk(gateway: GatewayServer, provider: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{gateway.url}/{provider}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=10
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_sdk_unknown_model(gateway: GatewayServer, provider: str, stream: bool) -> None:
+    with sdk(gateway, provider) as api, pytest.raises(openai.NotFoundError) as caught:
+        api.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": PROMPT}], stream=stream
+        )
+    assert caught.value.status_code == 404
+    assert caught.value.code == "model_not_found"
+    assert caught.value.param == "model"
+
+
+def test_sdk_upstream_failure(
+    gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="status", status=500, body=b"boom")
+    with sdk(gateway, provider) as api, pytest.raises(openai.InternalServerError) as caught:
+        api.chat.completions.create(
+            model=CHAT_MODEL[provider], messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert caught.value.type == "api_error"
+    assert caught.value.request_id, "x-request-id missing on an error"
+
+
+def test_sdk_upstream_auth_failure_is_not_the_clients(
+    gateway: GatewayServer, custom_upstream: OpenAICompatUpstream
+) -> None:
+    custom_upstream.fault = Fault(kind="status", status=401, body=b"")
+    with sdk(gateway, "custom") as api, pytest.raises(openai.InternalServerError) as caught:
+        api.chat.completions.create(
+            model=CHAT_MODEL["custom"], messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert caught.value.code == "upstream_auth_failed"
+
+
+def test_sdk_rate_limit(gateway: GatewayServer, custom_upstream: OpenAICompatUpstream) -> None:
+    body = openai_error_body("slow down", "requests", code="rate_limit_exceeded")
+    custom_upstream.fault = Fault(
+        kind="status", status=429, body=body, headers={"retry-after": "1"}
+    )
+    with sdk(gateway, "custom") as api, pytest.raises(openai.RateLimitError) as caught:
+        api.chat.completions.create(
+            model=CHAT_MODEL["custom"], messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["retry-after"] == "1"
+    assert len(custom_upstream.requests) == 1
+
+
+def drain(stream: Iterable[ChatCompletionChunk], into: list[ChatCompletionChunk]) -> None:
+    for chunk in stream:
+        into.append(chunk)
+
+
+def test_sdk_mid_stream_failure(
+    gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
+) -> None:
+    upstream.fault = Fault(kind="stream_break", after_chunks=2)
+    received: list[ChatCompletionChunk] = []
+    with sdk(gateway, provider) as api:
+        stream = api.chat.completions.create(
+            model=CHAT_MODEL[provider],
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+        )
+        with pytest.raises(openai.APIError) as caught:
+            drain(stream, received)
+    # Without the error event the SDK would end quietly, making a cut-off look complete.
+    assert not isinstance(caught.value, openai.APIStatusError)
+    assert caught.value.code == "upstream_error"
+    assert received, "chunks before the failure were lost"
