@@ -23,6 +23,9 @@ SPELLED_OUT = {
     "CUSTOM_BASE_URL": "http://10.9.9.8/v1",
     "CUSTOM_API_KEY": "sk-from-the-shell",
     "PROVIDERS_FILE": "/nowhere/providers.json",
+    "STORE_URL": "memory://",
+    "ADMIN_API_KEY": "admin-key-from-the-shell-0123456789abcdef",
+    "STORE_FAILURE_MODE": "open",
 }
 
 
