@@ -403,35 +403,67 @@ def test_a_full_pool_waits_no_longer_than_the_connect_timeout(run: RunLoop) -> N
     run(scenario())
 
 
-def test_idle_connections_expire_and_unsolicited_bytes_drop_one(run: RunLoop) -> None:
+async def exchange(pool: http1.Pool) -> None:
+    """One GET on a pooled connection, answered `{}` and released."""
+    connection = await pool.acquire(1.0)
+    connection.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, deadline=None, idle_limit=1.0)
+    await connection.read_head()
+    assert await connection.read_chunk() == b"{}"
+    assert await connection.read_chunk() == b""
+    connection.release()
+
+
+def test_an_idle_connection_is_reused_until_it_expires(run: RunLoop) -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await server.read_request(reader)
-        writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
-        await writer.drain()
-        if server.connections == 2:
-            await asyncio.sleep(0.05)
-            writer.write(b"HTTP/1.1 200 OK\r\n")  # nobody asked
+        while not reader.at_eof():
+            await server.read_request(reader)
+            writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
             await writer.drain()
-        await reader.read()
 
     async def scenario() -> None:
         async with ScriptedServer(handler) as server:
             pool = http1.Pool("127.0.0.1", server.port, tls=None, size=4, idle_s=0.05)
-            for _ in range(3):
-                connection = await pool.acquire(1.0)
-                connection.send(
-                    b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None, deadline=None, idle_limit=1.0
-                )
-                await connection.read_head()
-                assert await connection.read_chunk() == b"{}"
-                assert await connection.read_chunk() == b""
-                connection.release()
-                await asyncio.sleep(0.2)
+            await exchange(pool)
+            await exchange(pool)  # released just now: reused
+            assert server.connections == 1
+            await asyncio.sleep(0.2)  # idle for longer than idle_s
+            await exchange(pool)
             pool.close()
-        # The first expired while idle; the second was dropped for the bytes it sent unasked.
-        assert server.connections == 3
+        assert server.connections == 2
+
+    run(scenario())
+
+
+def test_bytes_nobody_asked_for_drop_an_idle_connection(run: RunLoop) -> None:
+    """idle_s is long here, so only the unasked bytes can explain a new connection."""
+    released, dropped = asyncio.Event(), asyncio.Event()
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        first = server.connections == 1
+        await server.read_request(reader)
+        writer.write(OK_HEAD + b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        if first:
+            await released.wait()  # the answer is complete and the connection back in the pool
+            writer.write(b"HTTP/1.1 200 OK\r\n")  # nobody asked
+            await writer.drain()
+        await reader.read()  # returns when the client closes the connection
+        if first:
+            dropped.set()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = http1.Pool("127.0.0.1", server.port, tls=None, size=4, idle_s=60)
+            await exchange(pool)
+            released.set()
+            await asyncio.wait_for(dropped.wait(), 5)  # the client hung up on its own
+            await exchange(pool)
+            pool.close()
+        assert server.connections == 2
 
     run(scenario())
 
