@@ -15,9 +15,9 @@ import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from oai_gateway.app import GatewayApp, create_app
-from oai_gateway.config.loader import Config, builtin_providers
+from oai_gateway.config.loader import Config
 from oai_gateway.config.providers_file import read_providers_file
-from oai_gateway.config.settings import Settings
+from oai_gateway.config.settings import Settings, builtin_providers
 from oai_gateway.server.asgi import ASGIApp
 from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.support.spec import SpecCheckingApp, load_spec

@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from oai_gateway.config.providers_file import fallback_problems, read_providers_file
-from oai_gateway.config.settings import ConfigError, ProviderSpec, Settings, load_settings
+from oai_gateway.config.settings import (
+    ConfigError,
+    ProviderSpec,
+    Settings,
+    builtin_providers,
+    load_settings,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,39 +33,6 @@ class Config:
         if self.settings.store_url and (password := urlsplit(self.settings.store_url).password):
             values.append(password)
         return values
-
-
-def builtin_providers(settings: Settings) -> list[ProviderSpec]:
-    timeout = settings.request_timeout_s
-    return [
-        ProviderSpec(
-            "ollama",
-            "ollama",
-            settings.ollama_base_url,
-            base_url_env="OLLAMA_BASE_URL",
-            timeout_s=timeout,
-        ),
-        ProviderSpec(
-            "cerebras",
-            "cerebras",
-            settings.cerebras_base_url,
-            api_key=settings.cerebras_api_key,
-            api_key_env="CEREBRAS_API_KEY",
-            base_url_env="CEREBRAS_BASE_URL",
-            timeout_s=timeout,
-            unconfigured=None if settings.cerebras_api_key else "set CEREBRAS_API_KEY",
-        ),
-        ProviderSpec(
-            "custom",
-            "openai",
-            settings.custom_base_url or "",
-            api_key=settings.custom_api_key,
-            api_key_env="CUSTOM_API_KEY",
-            base_url_env="CUSTOM_BASE_URL",
-            timeout_s=timeout,
-            unconfigured=None if settings.custom_base_url else "set CUSTOM_BASE_URL",
-        ),
-    ]
 
 
 def environment(env_file: str | os.PathLike[str] = ".env") -> dict[str, str]:

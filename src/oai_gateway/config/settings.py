@@ -1,12 +1,16 @@
-"""Configuration: environment (and `.env`) plus the providers file, validated once at startup.
+"""Every configuration option, in one module: the environment variables (`Settings`), what a
+providers-file table may hold (`ProviderEntry`, `UpstreamEntry`, `PriceEntry`), the resolved
+`ProviderSpec` both become, and the built-in providers the environment configures.
 
-Everything the running gateway needs is resolved here into plain, frozen values; nothing reads the
-environment after `load_config` returns.
+Adding an option is a change here only; config/providers_file.py reads the file and reports its
+problems, config/loader.py puts settings and providers together. Everything is resolved into
+plain, frozen values; nothing reads the environment after `load_config` returns.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +18,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oai_gateway.keys.store import ADMIN_KEY_MIN, check_store_url
@@ -213,6 +225,213 @@ class ProviderSpec:
     def routed(self) -> bool:
         """Whether §11's attempt loop serves this provider instead of §4.2a's connect retries."""
         return len(self.upstreams) > 1 or bool(self.fallbacks)
+
+
+# -- the providers file: what a [providers.NAME] table may hold, resolved into a ProviderSpec
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RESERVED_HEADERS = frozenset({"authorization", "content-length", "host", "transfer-encoding"})
+_DEFAULT_URLS: Mapping[str, str] = {
+    "ollama": "http://127.0.0.1:11434",
+    "cerebras": "https://api.cerebras.ai/v1",
+}
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        # Not echoed: a value that is no variable name is most likely a pasted key.
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits and _), "
+            "not the key itself"
+        )
+    return value
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header name {name!r} is not allowed")
+        if "\r" in text or "\n" in text:
+            raise ValueError(f"header {name!r} contains a line break")
+    return value
+
+
+class UpstreamEntry(BaseModel):
+    """One `[[providers.NAME.upstreams]]` table (SPEC §11)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    api_key_env: str | None = None
+    weight: int = Field(1, ge=1, le=1000)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    _check_env = field_validator("api_key_env")(_env_name)
+    _check_headers = field_validator("headers")(_headers)
+
+
+class PriceEntry(BaseModel):
+    """`"model" = { input = 0.10, output = 0.20 }`: USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class ProviderEntry(BaseModel):
+    """One `[providers.NAME]` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    models: tuple[str, ...] | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    drop_unsupported_params: bool = False
+    upstreams: tuple[UpstreamEntry, ...] | None = Field(None, min_length=1)
+    strategy: Literal["weighted", "least_in_flight"] = "weighted"
+    max_attempts: int = Field(3, ge=1, le=10)
+    ttft_timeout_s: float | None = Field(None, gt=0)
+    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    prices: dict[str, PriceEntry] = Field(default_factory=dict)
+
+    _check_env = field_validator("api_key_env")(_env_name)
+    _check_headers = field_validator("headers")(_headers)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not all(m.strip() for m in value):
+            raise ValueError("model ids must be non-empty strings")
+        return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for model, targets in value.items():
+            for target in targets:
+                provider, _, name = target.partition("/")
+                if not NAME.fullmatch(provider) or not name.strip():
+                    raise ValueError(
+                        f"{model!r}: {target!r} is not a provider/model pair "
+                        '(e.g. "cerebras/llama3.1-8b")'
+                    )
+        return value
+
+
+def _base_url(kind: str, value: str, where: str = "base_url") -> str:
+    try:
+        return http_url(value, strip_v1=kind == "ollama")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _key(kind: str, env_name: str | None, env: Mapping[str, str], where: str) -> SecretStr | None:
+    if env_name is None:
+        if kind == "cerebras":
+            raise ValueError(f"{where}: required for kind 'cerebras'")
+        return None
+    key = env.get(env_name) or None
+    if key is None:
+        raise ValueError(f"{where}: the variable {env_name} is not set")
+    return SecretStr(key)
+
+
+def _upstreams(entry: ProviderEntry, env: Mapping[str, str]) -> tuple[UpstreamSpec, ...]:
+    if entry.base_url is not None:
+        raise ValueError("base_url: give either base_url or [[upstreams]], not both")
+    resolved = []
+    for i, upstream in enumerate(entry.upstreams or ()):
+        env_name = upstream.api_key_env or entry.api_key_env
+        where = f"upstreams.{i}.api_key_env" if upstream.api_key_env else "api_key_env"
+        resolved.append(
+            UpstreamSpec(
+                base_url=_base_url(entry.kind, upstream.base_url, f"upstreams.{i}.base_url"),
+                api_key=_key(entry.kind, env_name, env, where),
+                api_key_env=env_name,
+                weight=upstream.weight,
+                headers={**entry.headers, **upstream.headers},
+            )
+        )
+    return tuple(resolved)
+
+
+def resolve_entry(
+    name: str, entry: ProviderEntry, env: Mapping[str, str], default_timeout: float
+) -> ProviderSpec:
+    if entry.upstreams:
+        upstreams = _upstreams(entry, env)
+        first = upstreams[0]
+    else:
+        base_url = entry.base_url or _DEFAULT_URLS.get(entry.kind)
+        if base_url is None:
+            raise ValueError("base_url: required for kind 'openai'")
+        key = _key(entry.kind, entry.api_key_env, env, "api_key_env")
+        upstreams = ()
+        first = UpstreamSpec(
+            _base_url(entry.kind, base_url), key, entry.api_key_env, 1, dict(entry.headers)
+        )
+    return ProviderSpec(
+        name=name,
+        kind=entry.kind,
+        base_url=first.base_url,
+        api_key=first.api_key,
+        api_key_env=first.api_key_env,
+        models=frozenset(entry.models) if entry.models is not None else None,
+        timeout_s=entry.timeout_s or default_timeout,
+        headers=dict(first.headers),
+        drop_unsupported_params=entry.drop_unsupported_params,
+        upstreams=upstreams,
+        strategy=entry.strategy,
+        max_attempts=entry.max_attempts,
+        ttft_timeout_s=entry.ttft_timeout_s,
+        fallbacks=dict(entry.fallbacks),
+        prices={m: Price(p.input, p.output) for m, p in entry.prices.items()},
+    )
+
+
+# -- the built-in providers, from the environment
+
+
+def builtin_providers(settings: Settings) -> list[ProviderSpec]:
+    timeout = settings.request_timeout_s
+    return [
+        ProviderSpec(
+            "ollama",
+            "ollama",
+            settings.ollama_base_url,
+            base_url_env="OLLAMA_BASE_URL",
+            timeout_s=timeout,
+        ),
+        ProviderSpec(
+            "cerebras",
+            "cerebras",
+            settings.cerebras_base_url,
+            api_key=settings.cerebras_api_key,
+            api_key_env="CEREBRAS_API_KEY",
+            base_url_env="CEREBRAS_BASE_URL",
+            timeout_s=timeout,
+            unconfigured=None if settings.cerebras_api_key else "set CEREBRAS_API_KEY",
+        ),
+        ProviderSpec(
+            "custom",
+            "openai",
+            settings.custom_base_url or "",
+            api_key=settings.custom_api_key,
+            api_key_env="CUSTOM_API_KEY",
+            base_url_env="CUSTOM_BASE_URL",
+            timeout_s=timeout,
+            unconfigured=None if settings.custom_base_url else "set CUSTOM_BASE_URL",
+        ),
+    ]
+
+
+# -- reading the environment
 
 
 def _describe(error: Mapping[str, Any]) -> str:
