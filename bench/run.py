@@ -1,7 +1,8 @@
 """Direct vs gateway (and the bare reference proxy) on the scenarios of the performance work.
 
     uv run python bench/run.py [--runs 3] [--quick] [--json bench/results/run.json]
-        [--targets direct,reference,gateway,gateway-granian,gateway-w2,litellm,portkey]
+        [--targets direct,reference,gateway,gateway-granian,gateway-w2,litellm,portkey,
+                   gateway-vkey,gateway-vkey-sqlite,gateway-vkey-redis]
 
 Pins the target (gateway, reference proxy) to core 0 and the upstream and the load drivers to
 core 1, as the published figures were measured. Two more gateway targets are optional:
@@ -12,6 +13,10 @@ are summed over its process and all its descendants (server supervisor plus work
 Throughput and c=1 latency come from `wrk` (`apt-get install wrk`); streams and embeddings from
 a small aiohttp client. Prints a Markdown table of medians over the runs. Only 127.0.0.1; every
 loop is bounded.
+
+The virtual-key targets (bench/keys_targets.py) run the gateway with a virtual key instead of
+the static one: `gateway-vkey` without limits, `gateway-vkey-sqlite` and `gateway-vkey-redis` with
+rpm + tpm limits on each store; a second table compares them with `gateway`.
 
 The peer gateways `litellm` (LiteLLM proxy, pip) and `portkey` (@portkey-ai/gateway, npm) are
 optional targets. The script installs a pinned version of each into its own throw-away
@@ -40,6 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+from oai_gateway.keys.records import Limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import keys_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -208,6 +218,7 @@ class Target:
     startup_s: float | None = None
     idle_rss_mb: float | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+    redis_port: int | None = None  # the Redis store of a virtual-key target
 
 
 def start_upstream(port: int, chunks: int) -> Process:
@@ -284,11 +295,30 @@ def start_reference(upstream: str) -> Target:
     return _start_local("reference", [*argv, "--upstream", upstream], port)
 
 
+def _start_gateway_vkey(name: str, upstream: str, store: str, limits: Limits) -> Target:
+    port = free_port()
+    url = keys_targets.store_url(store, pinned)
+    key = keys_targets.issue_key(url, limits)
+    argv = [sys.executable, "-m", "oai_gateway", "serve", "--port", str(port)]
+    target = _start_local(name, argv, port, {**_gateway_env(upstream), "STORE_URL": url})
+    target.headers = {"authorization": f"Bearer {key}"}
+    if store == "redis":
+        target.redis_port = keys_targets.redis_port(pinned)
+    return target
+
+
 LOCAL_STARTERS: dict[str, Callable[[str], Target]] = {
     "reference": start_reference,
     "gateway": start_gateway,
     "gateway-granian": start_gateway_granian,
     "gateway-w2": start_gateway_w2,
+    "gateway-vkey": lambda up: _start_gateway_vkey("gateway-vkey", up, "sqlite", Limits()),
+    "gateway-vkey-sqlite": lambda up: _start_gateway_vkey(
+        "gateway-vkey-sqlite", up, "sqlite", keys_targets.HIGH
+    ),
+    "gateway-vkey-redis": lambda up: _start_gateway_vkey(
+        "gateway-vkey-redis", up, "redis", keys_targets.HIGH
+    ),
 }
 
 
@@ -448,7 +478,7 @@ def wrk(
 ) -> WrkResult:
     headers = {
         "Content-Type": "application/json",
-        "Authorization": f"Bearer {KEY}",
+        "authorization": f"Bearer {KEY}",  # lower case, as the targets' own headers override it
         **(extra or {}),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -639,6 +669,10 @@ def measure(target: Target, results: Measure, quick: bool, direct_base: str) -> 
         )
     if target.process is not None:
         results.add("RSS after load MB", target.process.rss_mb())
+    if target.redis_port is not None:
+        key = target.headers["authorization"].removeprefix("Bearer ")
+        calls = keys_targets.redis_calls_per_request(target.redis_port, chat, key, CHAT)
+        results.add("redis calls/req", calls)
 
 
 ROWS = (
@@ -750,6 +784,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not by_target[name].values:
             del by_target[name]
     print(table(by_target))
+    medians = {
+        name: {key: m.median(key) for key, *_ in keys_targets.KEY_ROWS}
+        for name, m in by_target.items()
+    }
+    if versus_static := keys_targets.keys_table(medians):
+        print("\n" + versus_static)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({k: v.values for k, v in by_target.items()}, indent=1))
