@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 import logging
 
-from oai_gateway.api.auth import Authenticator
-from oai_gateway.api.enforcement import NoEnforcement
 from oai_gateway.api.exchange import Services
 from oai_gateway.api.router import Router
 from oai_gateway.api.routes import ROUTES
 from oai_gateway.api.table import Auth
 from oai_gateway.config.loader import Config, load_config
+from oai_gateway.keys.enforcement import KeyEnforcement
+from oai_gateway.keys.metrics import KeyMetrics
+from oai_gateway.keys.store import open_store
 from oai_gateway.middleware.cors import CORSMiddleware
 from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
 from oai_gateway.observability.log import configure_logging
@@ -35,11 +36,9 @@ class GatewayApp:
         self.redactor = Redactor(config.secrets())
         self.registry = ProviderRegistry(config.providers, self.redactor)
         self.metrics = GatewayMetrics()
-        keys = [k.get_secret_value() for k in settings.allowed_api_keys]
-        services = Services(
-            self.registry, self.metrics, settings.max_request_bytes, NoEnforcement()
-        )
-        app: ASGIApp = Router(ROUTES, services, {Auth.GATEWAY: Authenticator(keys).check})
+        self.keys = key_enforcement(config, self.metrics)
+        services = Services(self.registry, self.metrics, settings.max_request_bytes, self.keys)
+        app: ASGIApp = Router(ROUTES, services, {Auth.GATEWAY: self.keys.authenticate})
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.
@@ -66,18 +65,20 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.registry.aclose()
+                await self.keys.aclose()
                 flush_tracing()  # spans still batched, before the process ends
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def startup(self) -> None:
         await self.registry.start()
+        await self.keys.start()
         keep_large_buffers_in_heap()
         # Everything built so far lives as long as the process: move it out of the collector's
         # reach, so full collections under load only walk what requests allocate.
         gc.freeze()
         settings = self.config.settings
-        if not settings.allowed_api_keys:
+        if not self.keys.authenticator.enabled:
             _log.warning(
                 "ALLOWED_API_KEYS is empty: serving without authentication on %s",
                 settings.service_host,
@@ -86,6 +87,19 @@ class GatewayApp:
             "providers ready",
             extra={"providers": sorted(self.registry.providers)},
         )
+
+
+def key_enforcement(config: Config, metrics: GatewayMetrics) -> KeyEnforcement:
+    """Static keys always; virtual keys, limits and budgets when STORE_URL names a store."""
+    settings = config.settings
+    store = open_store(settings.store_url) if settings.store_url else None
+    return KeyEnforcement(
+        [k.get_secret_value() for k in settings.allowed_api_keys],
+        store,
+        KeyMetrics(metrics, per_key=settings.metrics_per_key),
+        failure_open=settings.store_failure_mode == "open",
+        providers={p.name: p for p in config.providers},
+    )
 
 
 def create_app(config: Config) -> GatewayApp:

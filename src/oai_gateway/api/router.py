@@ -6,6 +6,7 @@ Every error, wherever it is raised below, is rendered here the same way.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 
@@ -27,12 +28,18 @@ from oai_gateway.server.asgi import Receive, Scope, Send
 
 _log = logging.getLogger("oai_gateway")
 
-# Raises AuthenticationError for a request without the credential; returns who it is.
+# Raises AuthenticationError for a request without the credential; returns who it is. May be
+# a coroutine function: a virtual key's record can need a store lookup.
 Authenticate = Callable[[Scope], object]
 
 
 def _nobody(scope: Scope) -> object:
     return None
+
+
+async def _identify(authenticate: Authenticate, scope: Scope) -> object:
+    principal = authenticate(scope)
+    return await principal if inspect.isawaitable(principal) else principal
 
 
 class Router:
@@ -52,7 +59,7 @@ class Router:
         context = request_context(scope)
         respond = Responder(send, context)
         try:
-            exchange = self._resolve(scope, receive, respond, context)
+            exchange = await self._resolve(scope, receive, respond, context)
             await exchange.route.handler(self._services, exchange)
         except GatewayError as exc:
             _note_upstream_error(context, exc)
@@ -63,7 +70,7 @@ class Router:
             _log.exception("unexpected error", extra={"request_id": context.request_id})
             await respond.error(INTERNAL_ERROR)
 
-    def _resolve(
+    async def _resolve(
         self, scope: Scope, receive: Receive, respond: Responder, context: RequestContext
     ) -> Exchange:
         path: str = scope["path"]
@@ -71,7 +78,7 @@ class Router:
         section, rest, params = self._table.locate(path)
         principal = None
         if section.auth is not None:
-            principal = self._authenticators[section.auth](scope)
+            principal = await _identify(self._authenticators[section.auth], scope)
         found = section.match(rest)
         if found is None:
             raise RouteNotFoundError(f"Unknown path: {method} {path[:200]}.")
@@ -84,7 +91,7 @@ class Router:
                 headers={"allow": methods.allow},
             )
         if section.auth is None:
-            principal = self._authenticators[route.auth](scope)
+            principal = await _identify(self._authenticators[route.auth], scope)
         params = {**params, **more}
         provider = self._provider(route, params, context)
         return Exchange(scope, receive, respond, context, route, params, principal, provider)

@@ -66,7 +66,8 @@ def load_config(overrides: Mapping[str, object] | None = None) -> Config:
         )
         providers.update((p.name, p) for p in named)
         problems += fallback_problems(settings.providers_file, providers)
-    if not (settings.allowed_api_keys or settings.on_loopback or settings.allow_unauthenticated):
+    keyed = settings.allowed_api_keys or settings.store_url
+    if not (keyed or settings.on_loopback or settings.allow_unauthenticated):
         problems.append(
             f"ALLOWED_API_KEYS: empty while SERVICE_HOST={settings.service_host} is not a "
             "loopback address; set keys, bind to 127.0.0.1, or set ALLOW_UNAUTHENTICATED=true"

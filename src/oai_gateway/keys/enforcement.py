@@ -7,13 +7,15 @@ beyond the cached lookup.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from oai_gateway.keys.auth import KeyAuthenticator, Principal, check_allowed
 from oai_gateway.keys.cache import KeyCache
-from oai_gateway.keys.limits import Estimate, Plan, Price, plan, settlement
+from oai_gateway.keys.limits import Estimate, Plan, Price, estimate, plan, settlement
 from oai_gateway.keys.metrics import KeyMetrics
 from oai_gateway.keys.records import KeyRecord
 from oai_gateway.keys.refusals import (
@@ -24,10 +26,22 @@ from oai_gateway.keys.refusals import (
     refusal,
 )
 from oai_gateway.keys.store import Decision, Store, StoreUnavailableError
-from oai_gateway.server.asgi import Scope
+from oai_gateway.providers.base import Json, Operation
+from oai_gateway.server.asgi import Scope, header
+
+if TYPE_CHECKING:
+    from oai_gateway.api.exchange import Exchange
 
 _log = logging.getLogger("oai_gateway")
-PriceOf = Callable[[str, str | None], Price | None]
+GENERATING = frozenset({Operation.CHAT, Operation.COMPLETIONS})
+
+
+def body_size(scope: Scope, body: Json | None) -> int:
+    """The request body's size: its Content-Length, or (chunked) its JSON re-encoded."""
+    length = header(scope, b"content-length")
+    if length is not None and length.isdigit():
+        return int(length)
+    return 0 if body is None else len(orjson.dumps(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +62,7 @@ class KeyEnforcement:
         metrics: KeyMetrics,
         *,
         failure_open: bool,
-        price_of: PriceOf,
+        providers: Mapping[str, object],
     ) -> None:
         self.store = store
         self.cache = None if store is None else KeyCache(store)
@@ -56,7 +70,7 @@ class KeyEnforcement:
         self.authenticator.stale_ok = failure_open
         self._metrics = metrics
         self._open = failure_open
-        self._price_of = price_of
+        self._registry_specs = providers  # name -> ProviderSpec, for its `prices`
 
     async def start(self) -> None:
         if self.store is None or self.cache is None:
@@ -82,7 +96,37 @@ class KeyEnforcement:
             self._store_failed("lookup", exc)
             raise StoreUnreachableError(STORE_UNAVAILABLE) from None
 
-    async def admit(
+    async def admit(self, exchange: Exchange, body: Json | None) -> None:
+        """The data plane's admission (api.enforcement.Enforcement)."""
+        context = exchange.context
+        principal = exchange.principal if isinstance(exchange.principal, Principal) else None
+        if principal is None:
+            return
+        context.key_id = principal.key_id
+        provider = context.provider or ""
+        generates = exchange.route.operation in GENERATING
+        guess = estimate(body, body_size(exchange.scope, body), generates=generates)
+        ticket = await self.admit_key(principal, provider, context.model, guess)
+        if ticket is not None:
+            context.admission = ticket
+            context.reserved_tokens = ticket.plan.admission.tokens
+            exchange.respond.add_headers(ticket.headers)
+
+    async def settle(self, exchange: Exchange) -> None:
+        context = exchange.context
+        ticket = context.admission
+        context.admission = None
+        if isinstance(ticket, Ticket):
+            await self.settle_ticket(ticket, context.usage)
+        if context.key_id is not None:
+            self._metrics.request(context.key_id, context.status, context.usage)
+
+    def price_of(self, provider: str, model: str | None) -> Price | None:
+        spec = self._registry_specs.get(provider)
+        prices = getattr(spec, "prices", None) or {}
+        return prices.get(model) if model is not None else None
+
+    async def admit_key(
         self, principal: Principal | None, provider: str, model: str | None, guess: Estimate
     ) -> Ticket | None:
         """Allow-lists, then limits; raises the §5 error of a refusal. None: nothing to settle."""
@@ -90,7 +134,7 @@ class KeyEnforcement:
             return None
         record = principal.record
         check_allowed(record, provider, model)
-        planned = plan(record, guess, self._price_of(provider, model))
+        planned = plan(record, guess, self.price_of(provider, model))
         if planned is None or self.store is None:
             return None
         try:
@@ -104,7 +148,7 @@ class KeyEnforcement:
             raise refusal(record, decision)
         return Ticket(record, planned, decision, rate_headers(record, decision))
 
-    async def settle(self, ticket: Ticket | None, usage: Mapping[str, Any] | None) -> None:
+    async def settle_ticket(self, ticket: Ticket | None, usage: Mapping[str, Any] | None) -> None:
         if ticket is None or self.store is None:
             return
         reconciled = settlement(ticket.record, ticket.plan, ticket.decision, usage)
@@ -112,12 +156,6 @@ class KeyEnforcement:
             await self.store.settle(ticket.record.id, reconciled)
         except StoreUnavailableError as exc:
             self._store_failed("settle", exc)
-
-    def record_request(
-        self, principal: Principal | None, status: int, usage: Mapping[str, Any] | None
-    ) -> None:
-        if principal is not None:
-            self._metrics.request(principal.key_id, status, usage)
 
     def _store_failed(self, operation: str, exc: StoreUnavailableError) -> None:
         self._metrics.store_error(operation)

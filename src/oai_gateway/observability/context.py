@@ -31,6 +31,11 @@ class RequestContext:
     response_started: bool = False
     response_complete: bool = False
     client_disconnected: bool = False
+    # The key the request came with (virtual id or `static-<n>`), what its admission reserved,
+    # and the admission itself until it settles (SPEC §10).
+    key_id: str | None = None
+    reserved_tokens: int = 0
+    admission: Any = None
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
