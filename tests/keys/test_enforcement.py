@@ -15,9 +15,9 @@ from msgspec.structs import replace
 
 from oai_gateway.keys.records import Budget, Limits, format_time, now_iso
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
-from tests.gateway import GatewayServer, make_config
 from tests.keys.replicas import burst, issue_in, update_in
-from tests.upstreams import Fault, OpenAICompatUpstream
+from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
+from tests.support.gateway import GatewayServer, make_config
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 CHAT_PATH = "/custom/v1/chat/completions"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.keys.auth import KeyAuthenticator, Principal, check_allowed
 from oai_gateway.keys.cache import KeyCache
 from oai_gateway.keys.limits import Estimate, Plan, Price, estimate, plan, settlement
@@ -62,7 +63,7 @@ class KeyEnforcement:
         metrics: KeyMetrics,
         *,
         failure_open: bool,
-        providers: Mapping[str, object],
+        providers: Mapping[str, ProviderSpec],
     ) -> None:
         self.store = store
         self.cache = None if store is None else KeyCache(store)
@@ -70,7 +71,7 @@ class KeyEnforcement:
         self.authenticator.stale_ok = failure_open
         self._metrics = metrics
         self._open = failure_open
-        self._registry_specs = providers  # name -> ProviderSpec, for its `prices`
+        self._specs = providers  # name -> spec, for its `prices`
 
     async def start(self) -> None:
         if self.store is None or self.cache is None:
@@ -122,9 +123,10 @@ class KeyEnforcement:
             self._metrics.request(context.key_id, context.status, context.usage)
 
     def price_of(self, provider: str, model: str | None) -> Price | None:
-        spec = self._registry_specs.get(provider)
-        prices = getattr(spec, "prices", None) or {}
-        return prices.get(model) if model is not None else None
+        spec = self._specs.get(provider)
+        if spec is None or model is None:
+            return None
+        return spec.prices.get(model)
 
     async def admit_key(
         self, principal: Principal | None, provider: str, model: str | None, guess: Estimate
