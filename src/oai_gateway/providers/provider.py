@@ -18,11 +18,15 @@ from oai_gateway.providers import fanout, relay
 from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
 from oai_gateway.providers.dialect import Dialect, Endpoint
 from oai_gateway.providers.quirks import apply_quirks
+from oai_gateway.providers.rewrites import usage_reported
 from oai_gateway.providers.transport import Transport
 from oai_gateway.upstream.client import UpstreamResponse
 from oai_gateway.wire import normalize
 from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.requests import RequestFacts
+
+# Streams of chat chunks and text completions, whose usage comes only when asked for.
+_CHUNKED = frozenset({Operation.CHAT, Operation.COMPLETIONS})
 
 READY_TIMEOUT_S = 5.0
 
@@ -147,6 +151,8 @@ class DialectProvider:
     ) -> ChunkStream:
         endpoint = self.endpoint(operation)
         body = self.supported(body, operation)
+        if operation in _CHUNKED:
+            body = usage_reported(body)
         if self._fans_out(operation):
             return await fanout.stream(self, call, endpoint, body, facts)
         return self.relayed(await self.open_stream(call, endpoint, body), endpoint, facts)

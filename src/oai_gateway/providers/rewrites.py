@@ -23,6 +23,17 @@ def developer_as_system(body: Json, spec: ProviderSpec) -> Json:
     return {**body, "messages": fixed}
 
 
+def usage_reported(body: Json) -> Json:
+    """A stream always asks the upstream for its usage (SPEC §10.3), so the access log, the token
+    metrics and the usage ledger count every stream; the usage-only chunk reaches the client
+    only when it asked for it (`wire.normalize.ChunkNormalizer`)."""
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return body
+    kept = options if isinstance(options, dict) else {}
+    return {**body, "stream_options": {**kept, "include_usage": True}}
+
+
 def max_completion_tokens_as_max_tokens(body: Json, spec: ProviderSpec) -> Json:
     """For upstreams that ignore `max_completion_tokens` but honour the older `max_tokens`."""
     if "max_completion_tokens" not in body:
