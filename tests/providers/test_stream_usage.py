@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import CHAT_MODEL
-from tests.upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
+from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 
 PROMPT = "count these five words"
 WORDS = len(PROMPT.split())
