@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from oai_gateway.wire.normalize import (
-    ChunkNormalizer,
-    chat_logprobs,
-    exact_embeddings,
-    text_logprobs,
-)
+from oai_gateway.wire.normalize.chat import CHAT_CHUNKS, chat_logprobs
+from oai_gateway.wire.normalize.embeddings import exact_embeddings
+from oai_gateway.wire.normalize.stream import ChunkNormalizer
+from oai_gateway.wire.normalize.text import text_logprobs
 
 
 def test_chat_logprobs_gain_the_required_refusal_key() -> None:
@@ -36,7 +34,7 @@ def test_chat_form_logprobs_become_legacy_completion_logprobs() -> None:
 
 
 def test_usage_chunk_names_the_model_the_stream_named() -> None:
-    normalizer = ChunkNormalizer(chat=True, model="alias", include_usage=True)
+    normalizer = ChunkNormalizer(CHAT_CHUNKS, model="alias", include_usage=True)
     chunk = {"id": "c", "created": 1, "model": "real-model", "choices": [{"index": 0, "delta": {}}]}
     assert normalizer.chunk(chunk) is not None
     normalizer.chunk({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})

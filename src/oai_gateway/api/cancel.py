@@ -27,31 +27,37 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], exchange:
             return
 
 
+def _attach(
+    exchange: Exchange, task: asyncio.Task[Any]
+) -> tuple[DisconnectSignal | None, asyncio.Task[None] | None]:
+    """The server's signal pointed at `task`, or, without one, a watcher task."""
+    signal: DisconnectSignal | None = exchange.scope.get(DISCONNECT_SIGNAL)
+    if signal is None:
+        return None, asyncio.create_task(_watch_disconnect(exchange.receive, task, exchange))
+    if signal.disconnected:
+        raise ClientDisconnectedError
+    signal.task = task
+    return signal, None
+
+
 async def guarded(exchange: Exchange, work: Awaitable[None]) -> None:
     """Run `work`, cancelling it (and so the upstream call) if the client disconnects.
 
-    | who cancels                | known by                      | outcome                    |
-    |----------------------------|-------------------------------|----------------------------|
-    | client, via our server     | the scope's `DisconnectSignal` | `ClientDisconnectedError`: |
-    |                            |                               | nothing sent, logged 499   |
-    | client, other ASGI servers | a watcher task on `receive()` | the same                   |
-    | client, gone before start  | `signal.disconnected` at entry | the same; work never runs  |
-    | server, SHUTDOWN_GRACE_S   | a cancel with neither mark    | `ShuttingDownError`: 503,  |
-    |   ran out                  |                               | or a stream's error event  |
+    | cancelled by              | known from                     | becomes                    |
+    |---------------------------|--------------------------------|----------------------------|
+    | client, on our server     | the scope's `DisconnectSignal` | `ClientDisconnectedError`  |
+    | client, on other servers  | the watcher on `receive()`     | `ClientDisconnectedError`  |
+    | client, before work began | `signal.disconnected` at entry | the same; work never runs  |
+    | server, grace period over | neither mark                   | `ShuttingDownError`        |
 
-    The cancellation is always consumed (`uncancel`) and turned into one of those errors, so
-    the task can still send its answer; the signal or watcher is detached in every case.
+    A `ClientDisconnectedError` sends nothing (logged as 499); a `ShuttingDownError` is a 503
+    the SDKs retry elsewhere, or a stream's error event once headers are out. The cancellation
+    is always consumed (`uncancel`) so the task can still send; the signal or watcher is
+    detached in every case.
     """
     task = asyncio.current_task()
     assert task is not None
-    signal: DisconnectSignal | None = exchange.scope.get(DISCONNECT_SIGNAL)
-    watcher = None
-    if signal is None:
-        watcher = asyncio.create_task(_watch_disconnect(exchange.receive, task, exchange))
-    elif signal.disconnected:
-        raise ClientDisconnectedError
-    else:
-        signal.task = task
+    signal, watcher = _attach(exchange, task)
     try:
         await work
     except asyncio.CancelledError:

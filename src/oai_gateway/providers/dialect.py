@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.providers.quirks import NO_QUIRKS, Quirks
-from oai_gateway.wire import normalize
+from oai_gateway.wire.normalize.chat import CHAT_CHUNKS, chat_completion
+from oai_gateway.wire.normalize.models import model_object
+from oai_gateway.wire.normalize.stream import ChunkShape
+from oai_gateway.wire.normalize.text import TEXT_CHUNKS, text_completion
 
 # A request body rewritten for the upstream (after the quirks were applied); may raise a
 # GatewayError for a request the upstream cannot take. The spec names the provider in messages.
@@ -28,13 +31,13 @@ class Endpoint:
 
     path: str  # under the dialect's api_prefix
     id_prefix: str  # of ids the gateway makes (`chatcmpl`, `cmpl`)
-    shape: Callable[..., Json]  # the upstream's answer to OpenAI's (wire/normalize.py)
-    chat: bool  # chunks are chat deltas rather than text choices
+    shape: Callable[..., Json]  # the upstream's answer to OpenAI's (wire/normalize/)
+    chunks: ChunkShape  # how its streamed chunks are shaped
 
 
 GENERATION: Mapping[Operation, Endpoint] = {
-    Operation.CHAT: Endpoint("/chat/completions", "chatcmpl", normalize.chat_completion, True),
-    Operation.COMPLETIONS: Endpoint("/completions", "cmpl", normalize.text_completion, False),
+    Operation.CHAT: Endpoint("/chat/completions", "chatcmpl", chat_completion, CHAT_CHUNKS),
+    Operation.COMPLETIONS: Endpoint("/completions", "cmpl", text_completion, TEXT_CHUNKS),
 }
 
 
@@ -42,7 +45,7 @@ def openai_models(answer: Json, owner: str) -> list[Json]:
     data = answer.get("data") or []
     if not isinstance(data, list):
         raise ValueError("a model list without a `data` array")
-    return [m for raw in data if (m := normalize.model_object(raw, owner=owner)) is not None]
+    return [m for raw in data if (m := model_object(raw, owner=owner)) is not None]
 
 
 def same_model(model_id: str) -> tuple[str, ...]:

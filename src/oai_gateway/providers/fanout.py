@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from oai_gateway.providers.base import ChunkStream, Json, UpstreamCall
 from oai_gateway.providers.dialect import Endpoint
-from oai_gateway.wire import normalize
+from oai_gateway.wire.normalize.common import new_id
+from oai_gateway.wire.normalize.stream import ChunkNormalizer
 from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.sse import DONE_EVENT, frame
 
@@ -62,6 +63,13 @@ async def generate(
     return merged
 
 
+def _part(endpoint: Endpoint, facts: RequestFacts, ident: str, position: int) -> ChunkNormalizer:
+    """The normaliser of one prompt's stream: its choices at `position`, usage kept for the end."""
+    return ChunkNormalizer(
+        endpoint.chunks, model=facts.model, include_usage=False, ident=ident, choice_index=position
+    )
+
+
 async def stream(
     provider: DialectProvider,
     call: UpstreamCall,
@@ -74,9 +82,9 @@ async def stream(
     first = await provider.open_stream(call, endpoint, {**body, "prompt": prompts[0]})
     if len(prompts) == 1:
         return provider.relayed(first, endpoint, facts)
-    ident = normalize.new_id(endpoint.id_prefix)
-    final = normalize.ChunkNormalizer(
-        chat=endpoint.chat, model=facts.model, include_usage=facts.include_usage, ident=ident
+    ident = new_id(endpoint.id_prefix)
+    final = ChunkNormalizer(
+        endpoint.chunks, model=facts.model, include_usage=facts.include_usage, ident=ident
     )
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -84,13 +92,7 @@ async def stream(
         for position, prompt in enumerate(prompts):
             if position:
                 response = await provider.open_stream(call, endpoint, {**body, "prompt": prompt})
-            part = normalize.ChunkNormalizer(
-                chat=endpoint.chat,
-                model=facts.model,
-                include_usage=False,
-                ident=ident,
-                choice_index=position,
-            )
+            part = _part(endpoint, facts, ident, position)
             frames = provider.frames(response, part, finish=False)
             try:
                 async for batch in frames:

@@ -21,8 +21,10 @@ from oai_gateway.providers.quirks import apply_quirks
 from oai_gateway.providers.rewrites import usage_reported
 from oai_gateway.providers.transport import Transport
 from oai_gateway.upstream.client import UpstreamResponse
-from oai_gateway.wire import normalize
 from oai_gateway.wire.answer import Answer
+from oai_gateway.wire.normalize.common import new_id
+from oai_gateway.wire.normalize.embeddings import embeddings, exact_embeddings
+from oai_gateway.wire.normalize.stream import ChunkNormalizer
 from oai_gateway.wire.requests import RequestFacts
 
 # Streams of chat chunks and text completions, whose usage comes only when asked for.
@@ -104,14 +106,12 @@ class DialectProvider:
         path = self.dialect.api_prefix + self.dialect.embeddings_path
         body = self.supported(body, Operation.EMBEDDINGS)
         raw = await self.transport.call_bytes(call, "POST", path, body)
-        exact = normalize.exact_embeddings(raw, count=facts.input_count, encoding=facts.encoding)
+        exact = exact_embeddings(raw, count=facts.input_count, encoding=facts.encoding)
         if exact is not None:
             return exact
         answer = self.transport.parse_object(raw)
         return Answer.of(
-            normalize.embeddings(
-                answer, model=facts.model, count=facts.input_count, encoding=facts.encoding
-            )
+            embeddings(answer, model=facts.model, count=facts.input_count, encoding=facts.encoding)
         )
 
     def endpoint(self, operation: Operation) -> Endpoint:
@@ -144,7 +144,7 @@ class DialectProvider:
 
     def ident(self, endpoint: Endpoint) -> str | None:
         """The id the gateway gives the answer, when the upstream's cannot be trusted."""
-        return normalize.new_id(endpoint.id_prefix) if self.dialect.regenerate_ids else None
+        return new_id(endpoint.id_prefix) if self.dialect.regenerate_ids else None
 
     async def stream(
         self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
@@ -160,8 +160,8 @@ class DialectProvider:
     def relayed(
         self, response: UpstreamResponse, endpoint: Endpoint, facts: RequestFacts
     ) -> ChunkStream:
-        normalizer = normalize.ChunkNormalizer(
-            chat=endpoint.chat,
+        normalizer = ChunkNormalizer(
+            endpoint.chunks,
             model=facts.model,
             include_usage=facts.include_usage,
             ident=self.ident(endpoint),
@@ -175,7 +175,7 @@ class DialectProvider:
         return await self.transport.open_stream(call, self.dialect.api_prefix + endpoint.path, body)
 
     def frames(
-        self, response: UpstreamResponse, normalizer: normalize.ChunkNormalizer, *, finish: bool
+        self, response: UpstreamResponse, normalizer: ChunkNormalizer, *, finish: bool
     ) -> AsyncGenerator[bytes, None]:
         label = self.label
         return relay.frames(

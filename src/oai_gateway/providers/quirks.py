@@ -104,15 +104,19 @@ def apply_quirks(
                 _message(name, value, rule, provider, kind_label), param=name.partition(".")[0]
             )
         if not default:
-            logger.debug(
-                "dropped unsupported parameter '%s' for provider '%s' (%s %s it)",
-                name,
-                provider,
-                kind_label,
-                rule.fate.value,
-            )
+            _log_drop(name, provider, kind_label, rule)
         result = _without(result, name)
     return result
+
+
+def _log_drop(name: str, provider: str, kind_label: str, rule: FieldRule) -> None:
+    logger.debug(
+        "dropped unsupported parameter '%s' for provider '%s' (%s %s it)",
+        name,
+        provider,
+        kind_label,
+        rule.fate.value,
+    )
 
 
 def _without(body: Json, name: str) -> Json:

@@ -16,7 +16,7 @@ from oai_gateway.errors import UpstreamError
 from oai_gateway.observability.redact import Redactor
 from oai_gateway.providers.base import Json
 from oai_gateway.upstream.client import UpstreamResponse
-from oai_gateway.wire.normalize import ChunkNormalizer, UpstreamStreamError
+from oai_gateway.wire.normalize.stream import ChunkNormalizer, UpstreamStreamError
 from oai_gateway.wire.sse import DONE, DONE_EVENT, SSEParser, SSEProtocolError, frame
 
 

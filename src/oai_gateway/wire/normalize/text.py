@@ -1,0 +1,93 @@
+"""Legacy (text) completions: the whole answer, its logprobs, and streamed choices
+(`TEXT_CHUNKS`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oai_gateway.wire.normalize.common import Json, choices, envelope, index, pick
+
+_CHOICE_KEYS = frozenset({"index", "text", "finish_reason", "logprobs"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _alternatives(value: Any) -> dict[str, float] | None:
+    """`{token: logprob}` from chat-form `top_logprobs`, skipping entries that are not a pair."""
+    if not isinstance(value, list):
+        return None
+    return {
+        a["token"]: a["logprob"]
+        for a in value
+        if isinstance(a, dict) and isinstance(a.get("token"), str) and _is_number(a.get("logprob"))
+    }
+
+
+def text_logprobs(value: Any) -> Json | None:
+    """Legacy completions use `{tokens, token_logprobs, top_logprobs, text_offset}`; servers
+    that answer in the chat form (`{content: [{token, logprob, top_logprobs}]}`) are
+    translated, since the SDKs read only the legacy keys."""
+    if not isinstance(value, dict):
+        return None
+    entries = value.get("content")
+    if "tokens" in value or not isinstance(entries, list):
+        return value
+    tokens: list[str] = []
+    logprobs: list[float | None] = []
+    top: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+    offset = 0
+    for entry in entries:
+        item = entry if isinstance(entry, dict) else {}
+        token = item.get("token")
+        token = token if isinstance(token, str) else ""
+        logprob = item.get("logprob")
+        tokens.append(token)
+        logprobs.append(logprob if _is_number(logprob) else None)
+        top.append(_alternatives(item.get("top_logprobs")))
+        offsets.append(offset)
+        offset += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": logprobs,
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
+
+
+def text_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
+    out = envelope(obj, "text_completion", model, ident)
+    shaped = []
+    for position, choice in enumerate(choices(obj)):
+        fixed = pick(choice, _CHOICE_KEYS)
+        fixed["index"] = index(choice, position)
+        if not isinstance(fixed.get("text"), str):
+            fixed["text"] = ""
+        if fixed.get("finish_reason") is None:
+            fixed["finish_reason"] = "stop"
+        fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
+        shaped.append(fixed)
+    out["choices"] = shaped
+    return out
+
+
+class TextChunks:
+    """The chunk strategy of legacy completion streams: text choices, no roles."""
+
+    object_name = "text_completion"
+    id_prefix = "cmpl"
+    null_usage = False
+
+    def choice(self, choice: Json, position: int, roles: set[int]) -> Json:
+        fixed = pick(choice, _CHOICE_KEYS)
+        fixed["index"] = index(choice, position)
+        if not isinstance(fixed.get("text"), str):
+            fixed["text"] = ""
+        fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
+        fixed.setdefault("finish_reason", None)
+        return fixed
+
+
+TEXT_CHUNKS = TextChunks()
