@@ -25,7 +25,8 @@ class RedisServer:
     """`start()` and `stop()` may be called again: a test can take Redis away and bring it back
     on the same port, as an operator restarting it would."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False) -> None:
+        self.persist = persist  # an append-only file, so data survives a stop and start
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             raise RuntimeError("redis-server is not installed (make test installs it)")
@@ -42,7 +43,8 @@ class RedisServer:
             "--port", str(self.port),
             "--dir", self._dir.name,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
             "--protected-mode", "no",
         ]  # fmt: skip
         self._process = subprocess.Popen(

@@ -22,6 +22,7 @@ from oai_gateway.keys.records import KeyRecord
 from oai_gateway.keys.secrets import SecretHasher, full_key, new_secret
 from oai_gateway.keys.store import Store, open_store
 from tests.keys.contract import record
+from tests.support.log_guard import virtual_keys_in
 
 START_TIMEOUT_S = 20.0
 
@@ -69,6 +70,11 @@ class Replica:
         raise AssertionError(f"replica not healthy in {START_TIMEOUT_S}s:\n{self.log()}")
 
     def close(self) -> None:
+        self._stop()
+        leaked = virtual_keys_in(self.log())
+        assert not leaked, f"full virtual keys in the replica's log: {len(leaked)}"
+
+    def _stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

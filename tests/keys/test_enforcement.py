@@ -4,6 +4,7 @@ how often, and what every answer says about it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.keys.replicas import burst, issue_in, update_in
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
+from tests.support.log_guard import record_text, virtual_keys_in
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 CHAT_PATH = "/custom/v1/chat/completions"
@@ -210,3 +212,21 @@ def test_without_a_store_virtual_keys_are_unknown(custom_upstream: OpenAICompatU
     with GatewayServer(config) as server:
         assert post(server, "sk-gw-abcdefghij12-" + "s" * 40).status_code == 401
         assert post(server, GATEWAY_KEY).status_code == 200
+
+
+def test_no_full_virtual_key_reaches_any_log_record(
+    gateway: GatewayServer, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    made, key = issue_in(store_url, limits=Limits(rpm=1))
+    caplog.set_level(logging.DEBUG)
+    for sent in (key, key, key[:-3] + "xyz", f"sk-gw-{made.id}-" + "z" * 40):
+        post(gateway, sent)
+    texts = [record_text(r) for r in caplog.records]
+    assert any(made.id in t for t in texts), "the access lines name the key id"
+    assert not [t for t in texts if virtual_keys_in(t)]
+
+
+def test_the_log_guard_recognises_a_full_virtual_key() -> None:
+    key = "sk-gw-abcdefghij12-" + "Ab_-" * 10
+    assert virtual_keys_in(f"Authorization: Bearer {key}") == [key]
+    assert virtual_keys_in("key abcdefghij12 (sk-gw-abcdefghij12-…)") == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,15 @@ def logged_by_a_test() -> bool:
     return False
 
 
+# Virtual keys are made while the suite runs, so they are not constants: any full key
+# (`sk-gw-<id>-<secret>`) in a record is a leak, whoever made it. Ids alone are public.
+VIRTUAL_KEY = re.compile(r"sk-gw-[a-z0-9]{12}-[A-Za-z0-9_-]{32,}")
+
+
+def virtual_keys_in(text: str) -> list[str]:
+    return VIRTUAL_KEY.findall(text)
+
+
 class SecretWatch:
     def __init__(self, secrets: frozenset[str]) -> None:
         self.secrets = secrets
@@ -88,10 +98,12 @@ class SecretWatch:
         if logged_by_a_test():
             return
         text = record_text(record)
+        where = f"{record.name}:{record.levelname} ({record.pathname}:{record.lineno})"
         for secret in self.secrets:
             if secret in text:
-                where = f"{record.name}:{record.levelname} ({record.pathname}:{record.lineno})"
                 self.leaks.append(f"{where}: {secret[:4]}… in {text[:300]!r}")
+        for key in virtual_keys_in(text):
+            self.leaks.append(f"{where}: virtual key {key[:18]}… in a log record")
 
 
 @pytest.fixture(scope="session", autouse=True)

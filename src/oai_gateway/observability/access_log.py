@@ -25,6 +25,7 @@ def log_access(scope: Scope, context: RequestContext, status: int) -> None:
             "duration_ms": round(context.elapsed_s() * 1000.0, 3),
             "upstream_ms": round(context.upstream_s * 1000.0, 3),
             "request_id": context.request_id,
+            "key_id": context.key_id,  # public: a virtual key id or static-<n>, never a key
             "stream": context.stream,
             "upstream": context.upstream,
             "attempts": context.attempts or None,
