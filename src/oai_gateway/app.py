@@ -11,7 +11,9 @@ from oai_gateway.api.routes import ROUTES
 from oai_gateway.api.table import Auth
 from oai_gateway.config.loader import Config, load_config
 from oai_gateway.keys.enforcement import KeyEnforcement
+from oai_gateway.keys.ledger import Ledger
 from oai_gateway.keys.metrics import KeyMetrics
+from oai_gateway.keys.recorder import UsageRecorder
 from oai_gateway.keys.store import open_store
 from oai_gateway.middleware.cors import CORSMiddleware
 from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
@@ -43,8 +45,12 @@ class GatewayApp:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.
         app = instrument_tracing(app)
+        self.ledger = None if self.keys.store is None else Ledger(self.keys.store)
+        recorder = None
+        if self.ledger is not None:
+            recorder = UsageRecorder(self.ledger, {p.name: p for p in config.providers}).observe
         self._app = RequestLifecycleMiddleware(
-            app, self.metrics, security_headers=settings.enable_security_headers
+            app, self.metrics, security_headers=settings.enable_security_headers, on_done=recorder
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +71,8 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.registry.aclose()
+                if self.ledger is not None:
+                    await self.ledger.aclose()  # every queued record, before the store closes
                 await self.keys.aclose()
                 flush_tracing()  # spans still batched, before the process ends
                 await send({"type": "lifespan.shutdown.complete"})
@@ -73,6 +81,8 @@ class GatewayApp:
     async def startup(self) -> None:
         await self.registry.start()
         await self.keys.start()
+        if self.ledger is not None:
+            self.ledger.start()
         keep_large_buffers_in_heap()
         # Everything built so far lives as long as the process: move it out of the collector's
         # reach, so full collections under load only walk what requests allocate.

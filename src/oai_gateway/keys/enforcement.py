@@ -27,6 +27,7 @@ from oai_gateway.keys.refusals import (
     refusal,
 )
 from oai_gateway.keys.store import Decision, Store, StoreUnavailableError
+from oai_gateway.observability.context import SCOPE_KEY, RequestContext
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.server.asgi import Scope, header
 
@@ -91,11 +92,15 @@ class KeyEnforcement:
 
     async def authenticate(self, scope: Scope) -> Principal | None:
         try:
-            return await self.authenticator.authenticate(scope)
+            principal = await self.authenticator.authenticate(scope)
         except StoreUnavailableError as exc:
             # Without a record there is no one to serve, open or closed.
             self._store_failed("lookup", exc)
             raise StoreUnreachableError(STORE_UNAVAILABLE) from None
+        context = scope.get(SCOPE_KEY)
+        if principal is not None and isinstance(context, RequestContext):
+            context.key_id = principal.key_id  # known from here on: failed requests count too
+        return principal
 
     async def admit(self, exchange: Exchange, body: Json | None) -> None:
         """The data plane's admission (api.enforcement.Enforcement)."""

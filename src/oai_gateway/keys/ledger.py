@@ -45,7 +45,7 @@ class Ledger:
         self._sink = sink
         self._capacity = capacity
         self._batch_size = batch_size
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._pending: deque[UsageRecord] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +113,7 @@ class Ledger:
         return True
 
     async def _run(self) -> None:
-        delay = self._interval_s
+        delay = self.interval_s
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
@@ -121,6 +121,6 @@ class Ledger:
             if self._closing:
                 return
             if await self.flush():
-                delay = self._interval_s
+                delay = self.interval_s
             else:
                 delay = _RETRY_S[min(self._failures, len(_RETRY_S)) - 1]

@@ -8,6 +8,8 @@ together they were a measurable share of the gateway's overhead (docs/performanc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from oai_gateway.middleware.security_headers import SECURITY_HEADERS
 from oai_gateway.observability.access_log import log_access
 from oai_gateway.observability.context import SCOPE_KEY, RequestContext
@@ -21,9 +23,17 @@ CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 class RequestLifecycleMiddleware:
     """Outermost layer: creates the request's context, so every later layer can rely on it."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, *, security_headers: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: GatewayMetrics,
+        *,
+        security_headers: bool,
+        on_done: Callable[[RequestContext, int], None] | None = None,
+    ) -> None:
         self.app = app
         self._metrics = metrics
+        self._on_done = on_done  # the usage ledger's recorder, when a store keeps usage
         self._extra_headers: Headers = list(SECURITY_HEADERS) if security_headers else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,3 +60,5 @@ class RequestLifecycleMiddleware:
             status = CLIENT_CLOSED if context.client_disconnected else context.status
             self._metrics.observe(context, status)
             log_access(scope, context, status)
+            if self._on_done is not None:
+                self._on_done(context, status)
