@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit setup node-deps redis-server setup-llm demo
+.PHONY: run test lint typecheck unit setup node-deps codex-deps redis-server setup-llm demo
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -20,6 +20,15 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/node --silent --no-audit --no-fund && touch $@; \
 	else echo "npm not found: the Node SDK tests (tests/node) will not run"; fi
+
+# Codex CLI, pinned, for the e2e test that runs `codex exec` through the gateway (its Linux
+# binary comes as an npm optional dependency); reinstalled only when its lock file changes.
+codex-deps: tests/codex/node_modules/.package-lock.json
+
+tests/codex/node_modules/.package-lock.json: tests/codex/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/codex --silent --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the Codex CLI e2e test (tests/e2e) will not run"; fi
 
 # Debian's redis-server for the store tests (tests/keys start their own on free ports). CI runs
 # as root on a fresh machine; elsewhere sudo is used when apt-get is there.
@@ -41,7 +50,7 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
-unit: setup node-deps redis-server
+unit: setup node-deps codex-deps redis-server
 	$(UV) run --frozen pytest --cov --cov-report=term
 
 test: lint typecheck unit

@@ -77,7 +77,7 @@ def render_json(body: bytes, keep_alive: bool, status: str = "200 OK") -> Reply:
     return Reply(parts=(head, body), whole=head + body, keep_alive=keep_alive)
 
 
-def render_sse(events: Sequence[bytes], keep_alive: bool) -> Reply:
+def render_sse(events: Sequence[bytes], keep_alive: bool, prefix: bytes = b"data: ") -> Reply:
     head = _head(
         "200 OK",
         b"text/event-stream",
@@ -86,7 +86,7 @@ def render_sse(events: Sequence[bytes], keep_alive: bool) -> Reply:
     )
     chunks: list[bytes] = []
     for event in events:
-        frame = b"data: " + event + b"\n\n"
+        frame = prefix + event + b"\n\n"
         chunks.append(b"%x\r\n" % len(frame) + frame + b"\r\n")
     # The zero-length terminator rides with the last event so that a client
     # never waits an extra --chunk-delay-ms for the end of the body.
@@ -145,6 +145,31 @@ def chat_events(chunks: int) -> list[bytes]:
         )
     events.append(b"[DONE]")
     return events
+
+
+def _responses_stream(chunks: int) -> tuple[list[Any], dict[str, Any]]:
+    """The Responses events of the chat stream above, in OpenAI's exact shape, and the final
+    Response: what a native upstream (OpenAI, Ollama, vLLM) sends for the same answer."""
+    from oai_gateway.wire.responses.events import ChatStreamTranslator
+    from oai_gateway.wire.responses.objects import echoed_fields
+
+    translator = ChatStreamTranslator(model=_MODEL, echoed=echoed_fields({}))
+    events = translator.start()
+    for event in chat_events(chunks)[:-1]:  # all but [DONE]
+        events.extend(translator.chunk(orjson.loads(event)))
+    usage = {"prompt_tokens": 32, "completion_tokens": chunks, "total_tokens": 32 + chunks}
+    events.extend(translator.chunk({"choices": [], "usage": usage}))
+    events.extend(translator.finish())
+    return events, events[-1]["response"]
+
+
+def responses_events(chunks: int) -> list[bytes]:
+    events, _ = _responses_stream(chunks)
+    return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) for e in events]
+
+
+def responses_body(chunks: int) -> bytes:
+    return orjson.dumps(_responses_stream(chunks)[1])
 
 
 def completion_body(chunks: int) -> bytes:
@@ -243,6 +268,10 @@ class Upstream:
         self._chat_sse = {ka: render_sse(chat_events(chunks), ka) for ka in (True, False)}
         self._cmpl = {ka: render_json(completion_body(chunks), ka) for ka in (True, False)}
         self._cmpl_sse = {ka: render_sse(completion_events(chunks), ka) for ka in (True, False)}
+        self._resp = {ka: render_json(responses_body(chunks), ka) for ka in (True, False)}
+        self._resp_sse = {
+            ka: render_sse(responses_events(chunks), ka, prefix=b"") for ka in (True, False)
+        }
         self._not_found = {
             ka: render_json(
                 b'{"error":{"message":"not found","type":"invalid_request_error"}}',
@@ -295,6 +324,9 @@ class Upstream:
         if method == b"POST":
             if path == b"/v1/chat/completions":
                 table = self._chat_sse if _STREAM_TRUE.search(body) else self._chat
+                return table[keep_alive]
+            if path == b"/v1/responses":
+                table = self._resp_sse if _STREAM_TRUE.search(body) else self._resp
                 return table[keep_alive]
             if path == b"/v1/completions":
                 table = self._cmpl_sse if _STREAM_TRUE.search(body) else self._cmpl
