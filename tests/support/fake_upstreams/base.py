@@ -311,9 +311,17 @@ class UpstreamServer:
         return body
 
     async def sse(
-        self, request: web.Request, events: Sequence[JSON], *, done: bool = True
+        self,
+        request: web.Request,
+        events: Sequence[JSON],
+        *,
+        done: bool = True,
+        named: bool = False,
     ) -> web.StreamResponse:
-        """Send ``events`` as SSE, applying any stream fault and ``chunk_delay_s``."""
+        """Send ``events`` as SSE, applying any stream fault and ``chunk_delay_s``.
+
+        ``named`` frames each event as the Responses API does (``event: <type>`` first).
+        """
         fault = self.active_fault(request)
         if fault is not None and fault.kind not in STREAM_FAULTS:
             fault = None
@@ -321,7 +329,7 @@ class UpstreamServer:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
-        frames = [b"data: " + dumps(event) + b"\n\n" for event in events]
+        frames = [_named(e) if named else b"data: " + dumps(e) + b"\n\n" for e in events]
         if done:
             frames.append(b"data: [DONE]\n\n")
         try:
@@ -331,7 +339,10 @@ class UpstreamServer:
                         _close_transport(request)
                         return resp
                     if fault.kind == "stream_error_event":
-                        await resp.write(self.mid_stream_error(events[0] if events else None))
+                        failure = _failed_event(i) if named else None
+                        await resp.write(
+                            failure or self.mid_stream_error(events[0] if events else None)
+                        )
                         await resp.write_eof()
                         return resp
                     if fault.kind == "stream_garbage":
@@ -345,6 +356,23 @@ class UpstreamServer:
         except ConnectionResetError:
             self._count_disconnect()
         return resp
+
+
+def _named(event: JSON) -> bytes:
+    return b"event: " + str(event.get("type")).encode() + b"\ndata: " + dumps(event) + b"\n\n"
+
+
+def _failed_event(sequence_number: int) -> bytes:
+    """A Responses stream's own error event, as OpenAI sends it when generation fails."""
+    return _named(
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "upstream generation failed",
+            "param": None,
+            "sequence_number": sequence_number,
+        }
+    )
 
 
 def _close_transport(request: web.Request) -> None:

@@ -59,6 +59,7 @@ class OllamaUpstream(OpenAICompatUpstream):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        self.responses.add_routes(app)  # Ollama serves /v1/responses since 0.13.3
 
     def error(
         self,

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from .base import JSON, ReplyError, UpstreamServer, dumps, json_response
+from .responses import ResponsesEndpoint
 
 Step = tuple[JSON, str | None]  # (delta, finish_reason) of one streamed chat chunk
 
@@ -92,6 +93,8 @@ class OpenAICompatUpstream(UpstreamServer):
     ) -> None:
         super().__init__(api_key=api_key, chunk_delay_s=chunk_delay_s, stream_chunks=stream_chunks)
         self.models = list(self.default_models if models is None else models)
+        # /v1/responses, native; `self.responses.deviant = True` answers as llama.cpp does.
+        self.responses = ResponsesEndpoint(self)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/health", self._health)
@@ -100,6 +103,7 @@ class OpenAICompatUpstream(UpstreamServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        self.responses.add_routes(app)
 
     # --- provider hooks -------------------------------------------------------------------
 
