@@ -456,3 +456,27 @@ def test_file_given_as_override_is_checked_when_the_environment_is_invalid(
     with pytest.raises(ConfigError) as caught:
         load_config({"providers_file": str(path)})
     assert [p.split(":")[0] for p in caught.value.problems] == ["LOG_LEVEL", str(path)]
+
+
+@pytest.mark.usefixtures("keys")
+def test_responses_mode_defaults_by_kind_and_can_be_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    found = resolved(monkeypatch, write(tmp_path, VALID))
+    assert found["fast_cerebras"].responses_mode == "translate"
+    assert {found[n].responses_mode for n in found if found[n].kind != "cerebras"} == {"native"}
+    text = '[providers.local]\nkind = "openai"\nbase_url = "http://h:1/v1"\nresponses = "off"\n'
+    assert resolved(monkeypatch, write(tmp_path, text))["local"].responses_mode == "off"
+
+
+def test_responses_mode_must_be_one_of_three(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    problem, path = only_problem(
+        monkeypatch,
+        tmp_path,
+        '[providers.local]\nkind = "openai"\nbase_url = "http://h:1/v1"\nresponses = "auto"\n',
+    )
+    assert problem.startswith(f"{path}: provider 'local': responses: ")
+    for mode in ("native", "translate", "off"):
+        assert mode in problem

@@ -123,6 +123,10 @@ def schemas_for(path: str) -> tuple[str, str] | None:
         return "CreateCompletionResponse", "CreateCompletionResponse"
     if rest == "chat/completions":
         return "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"
+    if rest == "responses" or (rest.startswith("responses/") and rest.endswith("/cancel")):
+        return "Response", RESPONSE_EVENTS
+    if rest.startswith("responses/") and rest.endswith("/input_items"):
+        return "ResponseItemList", ""
     return "", ""
 
 
@@ -140,6 +144,8 @@ def _check_response(path: str, status: int, content_type: str, body: bytes) -> l
         return []
     if status >= 400 or not schemas[0]:
         return problems("ErrorResponse", orjson.loads(body)) if status >= 400 else []
+    if content_type.startswith("text/event-stream") and schemas[1] == RESPONSE_EVENTS:
+        return check_responses_stream(body)
     if content_type.startswith("text/event-stream"):
         return check_stream(schemas[1], body)
     parsed = orjson.loads(body)
@@ -169,6 +175,63 @@ def check_stream(chunk_schema: str, body: bytes) -> list[str]:
         if schema == "CreateCompletionResponse":
             chunk = _unfinished_as_finished(chunk)
         found.extend(problems(schema, chunk))
+    return found
+
+
+RESPONSE_EVENTS = "ResponseStreamEvent"
+
+
+@cache
+def event_schemas() -> dict[str, str]:
+    """Responses stream event `type` → the name of its component schema.
+
+    `ResponseStreamEvent` is an `anyOf` of some fifty event schemas; an event is checked against
+    the one its `type` names, so a violation reads as that schema's, not "matches none of 50".
+    """
+    schemas = _registry().contents(_BASE)["components"]["schemas"]
+    found: dict[str, str] = {}
+    for option in schemas[RESPONSE_EVENTS]["anyOf"]:
+        name = option["$ref"].rsplit("/", 1)[-1]
+        found[schemas[name]["properties"]["type"]["enum"][0]] = name
+    return found
+
+
+def event_problems(event: Any) -> list[str]:
+    """Every way one Responses stream event breaks OpenAI's schema for its type."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    name = event_schemas().get(kind) if isinstance(kind, str) else None
+    if name is None:
+        return [f"not a ResponseStreamEvent type: {kind!r}"]
+    return problems(name, event)
+
+
+def check_responses_stream(body: bytes) -> list[str]:
+    """A Responses stream as OpenAI frames it: `event: <type>` and `data: <json>` per event,
+    numbered from 0, no `[DONE]`."""
+    found: list[str] = []
+    events = body.split(b"\n\n")
+    if events[-1].strip():
+        found.append(f"stream ended mid-event: {events[-1][:100]!r}")
+    numbers = []
+    for event in events[:-1]:
+        lines = [line for line in event.split(b"\n") if not line.startswith(b":")]
+        if not lines:
+            continue
+        if (
+            len(lines) != 2
+            or not lines[0].startswith(b"event: ")
+            or not lines[1].startswith(b"data: ")
+        ):
+            found.append(f"not an `event:` + `data:` pair: {event[:100]!r}")
+            continue
+        parsed = orjson.loads(lines[1][len(b"data: ") :])
+        if not isinstance(parsed, dict) or parsed.get("type") != lines[0][7:].decode():
+            found.append(f"event name and type differ: {event[:100]!r}")
+            continue
+        numbers.append(parsed.get("sequence_number"))
+        found.extend(event_problems(parsed))
+    if numbers != list(range(len(numbers))):
+        found.append(f"sequence numbers are not 0, 1, 2, …: {numbers[:20]}")
     return found
 
 

@@ -6,6 +6,7 @@ What an answer means is the provider's business, how it is shaped is the wire pa
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -15,11 +16,14 @@ import orjson
 from oai_gateway.api.body import read_body
 from oai_gateway.api.cancel import guarded
 from oai_gateway.api.exchange import Exchange, Services
+from oai_gateway.api.table import Handler
+from oai_gateway.errors import RouteNotFoundError
 from oai_gateway.observability.metrics import CONTENT_TYPE
 from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
 from oai_gateway.providers.registry import ensure_model_allowed
 from oai_gateway.wire import requests
 from oai_gateway.wire.answer import Answer
+from oai_gateway.wire.responses import request as responses_request
 
 HEALTHY = orjson.dumps({"status": "ok"})
 OPENAPI_DOCUMENT = resources.files("oai_gateway").joinpath("openapi.json").read_bytes()
@@ -28,6 +32,7 @@ OPENAPI_DOCUMENT = resources.files("oai_gateway").joinpath("openapi.json").read_
 GENERATION_REQUESTS: Mapping[Operation, Callable[[Json], requests.RequestFacts]] = {
     Operation.CHAT: requests.chat_request,
     Operation.COMPLETIONS: requests.completion_request,
+    Operation.RESPONSES: responses_request.facts,
 }
 
 # -- health, metrics, the OpenAPI document ----------------------------------------------------
@@ -160,3 +165,42 @@ async def retrieve_model(services: Services, exchange: Exchange) -> None:
         await exchange.respond.json(200, orjson.dumps(model))
 
     await serve(services, exchange, work, facts=requests.RequestFacts(model_id))
+
+
+# -- the Responses API's stored responses (SPEC §9) and its WebSocket mode ---------------------
+
+_RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def _stored(suffix: str) -> Handler:
+    """A handler relaying one stored-response route: `/responses/{id}` plus `suffix`."""
+
+    async def handler(services: Services, exchange: Exchange) -> None:
+        ident = exchange.params["id"]
+        if not _RESPONSE_ID.fullmatch(ident):
+            raise RouteNotFoundError(f"No response with id '{ident[:200]}'.", param="response_id")
+        query = exchange.scope.get("query_string", b"").decode("latin-1")
+        path = f"/{ident}{suffix}" + (f"?{query}" if query else "")
+        method = exchange.scope["method"]
+
+        async def work(call: UpstreamCall) -> None:
+            answer = await exchange.provider.stored_response(call, method, path)
+            await exchange.respond.json(200, answer.body)
+
+        await serve(services, exchange, work)
+
+    return handler
+
+
+stored_response = _stored("")
+cancel_response = _stored("/cancel")
+response_input_items = _stored("/input_items")
+
+
+async def responses_websocket(services: Services, exchange: Exchange) -> None:
+    """Responses over a WebSocket (Codex tries one first) is not served: a plain 404, after
+    which clients use HTTPS."""
+    raise RouteNotFoundError(
+        "The gateway serves the Responses API over HTTPS only (POST .../v1/responses); "
+        "WebSocket mode is not available."
+    )

@@ -18,6 +18,26 @@ ROUTES = RouteTable(
         Route("POST", "/{provider}/v1/chat/completions", handlers.generate, Operation.CHAT),
         Route("POST", "/{provider}/v1/completions", handlers.generate, Operation.COMPLETIONS),
         Route("POST", "/{provider}/v1/embeddings", handlers.embeddings, Operation.EMBEDDINGS),
+        Route("POST", "/{provider}/v1/responses", handlers.generate, Operation.RESPONSES),
+        Route("GET", "/{provider}/v1/responses", handlers.responses_websocket),
+        Route(
+            "GET", "/{provider}/v1/responses/{id}", handlers.stored_response, Operation.RESPONSES
+        ),
+        Route(
+            "DELETE", "/{provider}/v1/responses/{id}", handlers.stored_response, Operation.RESPONSES
+        ),
+        Route(
+            "POST",
+            "/{provider}/v1/responses/{id}/cancel",
+            handlers.cancel_response,
+            Operation.RESPONSES,
+        ),
+        Route(
+            "GET",
+            "/{provider}/v1/responses/{id}/input_items",
+            handlers.response_input_items,
+            Operation.RESPONSES,
+        ),
         Route("GET", "/{provider}/v1/models", handlers.list_models, Operation.MODELS),
         Route(
             "GET", "/{provider}/v1/models/{model:path}", handlers.retrieve_model, Operation.MODELS

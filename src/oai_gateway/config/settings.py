@@ -33,6 +33,13 @@ from oai_gateway.keys.store import ADMIN_KEY_MIN, check_store_url
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ProviderKind = Literal["openai", "ollama", "cerebras"]
+ResponsesMode = Literal["native", "translate", "off"]
+# SPEC §9: kinds whose servers have /v1/responses relay it; Cerebras has none.
+RESPONSES_DEFAULTS: Mapping[str, ResponsesMode] = {
+    "openai": "native",
+    "ollama": "native",
+    "cerebras": "translate",
+}
 
 
 class ConfigError(Exception):
@@ -212,6 +219,7 @@ class ProviderSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     unconfigured: str | None = None  # why a built-in cannot serve, e.g. "set CEREBRAS_API_KEY"
     drop_unsupported_params: bool = False
+    responses: ResponsesMode | None = None  # SPEC §9; None = the kind's default
     # SPEC §11. `upstreams` is empty for a provider with one base_url; the first one otherwise
     # also fills base_url, api_key and headers above.
     upstreams: tuple[UpstreamSpec, ...] = ()
@@ -220,6 +228,11 @@ class ProviderSpec:
     ttft_timeout_s: float | None = None
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     prices: Mapping[str, Price] = field(default_factory=dict)  # model -> price; none = unpriced
+
+    @property
+    def responses_mode(self) -> ResponsesMode:
+        """How `/responses` is served: relayed, translated to chat, or refused (SPEC §9)."""
+        return self.responses or RESPONSES_DEFAULTS[self.kind]
 
     @property
     def routed(self) -> bool:
@@ -293,6 +306,7 @@ class ProviderEntry(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     drop_unsupported_params: bool = False
+    responses: ResponsesMode | None = None
     upstreams: tuple[UpstreamEntry, ...] | None = Field(None, min_length=1)
     strategy: Literal["weighted", "least_in_flight"] = "weighted"
     max_attempts: int = Field(3, ge=1, le=10)
@@ -386,6 +400,7 @@ def resolve_entry(
         timeout_s=entry.timeout_s or default_timeout,
         headers=dict(first.headers),
         drop_unsupported_params=entry.drop_unsupported_params,
+        responses=entry.responses,
         upstreams=upstreams,
         strategy=entry.strategy,
         max_attempts=entry.max_attempts,

@@ -20,6 +20,7 @@ class Operation(StrEnum):
     EMBEDDINGS = "embeddings"
     COMPLETIONS = "completions"
     CHAT = "chat completions"
+    RESPONSES = "the Responses API"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +94,6 @@ class Provider(Protocol):
     async def stream(
         self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> ChunkStream: ...
+    async def stored_response(self, call: UpstreamCall, method: str, suffix: str) -> Answer:
+        """A stored-response route of the Responses API (`suffix` after `/responses`)."""
+        ...

@@ -14,7 +14,7 @@ from oai_gateway.errors import (
     UpstreamError,
 )
 from oai_gateway.observability.redact import Redactor
-from oai_gateway.providers import fanout, relay
+from oai_gateway.providers import fanout, relay, responses
 from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
 from oai_gateway.providers.dialect import Dialect, Endpoint
 from oai_gateway.providers.quirks import apply_quirks
@@ -45,7 +45,8 @@ class DialectProvider:
     def __init__(self, spec: ProviderSpec, redactor: Redactor, dialect: Dialect) -> None:
         self.spec = spec
         self.dialect = dialect
-        self.unsupported = dialect.unsupported
+        off = {Operation.RESPONSES} if spec.responses_mode == "off" else set()
+        self.unsupported = dialect.unsupported | off
         self.transport = Transport(spec, redactor, dialect.label_for(spec))
         self.label = self.transport.label
 
@@ -128,6 +129,8 @@ class DialectProvider:
     async def generate(
         self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> Answer:
+        if operation is Operation.RESPONSES:
+            return await responses.generate(self, call, body, facts)
         endpoint = self.endpoint(operation)
         body = self.supported(body, operation)
         if self._fans_out(operation):
@@ -149,6 +152,8 @@ class DialectProvider:
     async def stream(
         self, call: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> ChunkStream:
+        if operation is Operation.RESPONSES:
+            return await responses.stream(self, call, body, facts)
         endpoint = self.endpoint(operation)
         body = self.supported(body, operation)
         if operation in _CHUNKED:
@@ -156,6 +161,9 @@ class DialectProvider:
         if self._fans_out(operation):
             return await fanout.stream(self, call, endpoint, body, facts)
         return self.relayed(await self.open_stream(call, endpoint, body), endpoint, facts)
+
+    async def stored_response(self, call: UpstreamCall, method: str, suffix: str) -> Answer:
+        return await responses.stored(self, call, method, suffix)
 
     def relayed(
         self, response: UpstreamResponse, endpoint: Endpoint, facts: RequestFacts

@@ -96,6 +96,11 @@ class RoutedProvider:
     ) -> ChunkStream:
         return await self._stream(ctx, operation, body, facts, _stream(operation))
 
+    async def stored_response(self, ctx: UpstreamCall, method: str, suffix: str) -> Answer:
+        """A stored response lives on whichever upstream made it; the first one is asked."""
+        member = self._fleet.callee(self.target.members[0])
+        return await member.stored_response(ctx, method, suffix)
+
     async def _answer(
         self,
         ctx: UpstreamCall,

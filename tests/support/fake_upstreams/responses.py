@@ -47,7 +47,7 @@ def chat_tools(body: JSON) -> JSON:
         for t in body.get("tools") or []
         if isinstance(t, dict) and t.get("type") == "function"
     ]
-    out: JSON = {"tools": tools} if tools else {}
+    out: JSON = {"tools": tools}  # the Responses tools must not reach the fake chat model
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}

@@ -63,6 +63,11 @@ class ChatStreamTranslator:
         self._sequence += 1
         return event
 
+    @property
+    def fresh(self) -> bool:
+        """Nothing sent yet: `start()` comes next."""
+        return self._sequence == 0
+
     def start(self) -> list[Json]:
         return [
             self._event("response.created", response=self._response),

@@ -72,7 +72,7 @@ class NativeEventNormalizer:
     """One native stream: `event()` per upstream event, returning the bytes to send."""
 
     __slots__ = ("_contents", "_created_at", "_done", "_echoed", "_indices", "_model", "_names",
-                 "_response", "_sequence", "usage")  # fmt: skip
+                 "_response", "_sequence", "last_type", "usage")  # fmt: skip
 
     def __init__(self, *, model: str, echoed: Json) -> None:
         self._model = model
@@ -85,9 +85,11 @@ class NativeEventNormalizer:
         self._created_at: int | None = None
         self._response: Json | None = None  # the last lifecycle Response seen
         self.usage: Json | None = None  # from the final event, for accounting
+        self.last_type = ""  # of the last event relayed
 
     def event(self, kind: bytes, data: bytes) -> bytes:
         event = _parse(data)
+        self.last_type = event["type"]
         changed = self._number(event)
         changed = self._fix(event) or changed
         extras = [k for k in event if k not in _EVENT_KEYS]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oai_gateway.errors import InvalidRequestError, UnsupportedParameterError
+from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.responses.input_items import messages
 
 Json = dict[str, Any]
@@ -170,6 +171,12 @@ def _tool_choice(choice: Any, drop_unsupported: bool) -> Any:
         "'required' or a function.",
         param="tool_choice",
     )
+
+
+def facts(body: Json) -> RequestFacts:
+    """The body check of `POST /responses`, in every mode."""
+    stream = check(body)
+    return RequestFacts(body["model"], stream=stream)
 
 
 def check(body: Json) -> bool:
