@@ -17,8 +17,8 @@ from agents import (
 from openai import AsyncOpenAI
 
 from tests.conftest import CHAT_MODEL, GATEWAY_KEY
-from tests.support.gateway import GatewayServer
 from tests.support.fake_upstreams import OpenAICompatUpstream
+from tests.support.gateway import GatewayServer
 
 calls: list[str] = []
 

@@ -14,7 +14,6 @@ import pytest
 
 from oai_gateway.wire.sse import SSEParser
 from tests.conftest import CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, config_for
-from tests.support.gateway import GatewayServer
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
@@ -22,6 +21,7 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
     openai_error_body,
 )
+from tests.support.gateway import GatewayServer
 
 Json = dict[str, Any]
 PROVIDERS_FILE = """\

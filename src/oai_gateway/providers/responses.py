@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from oai_gateway.errors import RouteNotFoundError
 from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
 from oai_gateway.providers.responses_relay import native_frames, translated_frames
-from oai_gateway.wire import normalize
 from oai_gateway.wire.answer import Answer
+from oai_gateway.wire.normalize.common import usage as chat_usage_counts
 from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.responses import answer, native, objects, request
 from oai_gateway.wire.responses.events import ChatStreamTranslator
@@ -91,7 +91,7 @@ async def stream(
     frames = translated_frames(
         response, translator, label=provider.label, redactor=transport.redactor
     )
-    return ChunkStream(frames, response.close, lambda: normalize.usage(translator.usage))
+    return ChunkStream(frames, response.close, lambda: chat_usage_counts(translator.usage))
 
 
 async def stored(provider: DialectProvider, call: UpstreamCall, method: str, suffix: str) -> Answer:
