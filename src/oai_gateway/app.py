@@ -20,6 +20,7 @@ from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import GatewayMetrics
 from oai_gateway.observability.redact import Redactor
+from oai_gateway.observability.routing_metrics import RoutingMetrics
 from oai_gateway.observability.tracing import flush as flush_tracing
 from oai_gateway.observability.tracing import instrument as instrument_tracing
 from oai_gateway.providers.registry import ProviderRegistry
@@ -38,6 +39,10 @@ class GatewayApp:
         self.redactor = Redactor(config.secrets())
         self.registry = ProviderRegistry(config.providers, self.redactor)
         self.metrics = GatewayMetrics()
+        routing_metrics = RoutingMetrics(self.metrics.registry)
+        fleet = self.registry.fleet
+        fleet.observe = routing_metrics.attempt
+        self.metrics.before_exposition.append(lambda: routing_metrics.refresh(fleet.members()))
         self.keys = key_enforcement(config, self.metrics)
         services = Services(self.registry, self.metrics, settings.max_request_bytes, self.keys)
         app: ASGIApp = Router(ROUTES, services, {Auth.GATEWAY: self.keys.authenticate})

@@ -20,7 +20,7 @@ from oai_gateway.api.table import Handler
 from oai_gateway.errors import RouteNotFoundError
 from oai_gateway.observability.metrics import CONTENT_TYPE
 from oai_gateway.providers.base import ChunkStream, Json, Operation, UpstreamCall
-from oai_gateway.providers.registry import ensure_model_allowed
+from oai_gateway.providers.registry import ensure_model_allowed, upstream_readiness
 from oai_gateway.wire import requests
 from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.responses import request as responses_request
@@ -45,10 +45,12 @@ async def health(services: Services, exchange: Exchange) -> None:
 async def readiness(services: Services, exchange: Exchange) -> None:
     problems = await services.registry.readiness()
     ready = any(problem is None for problem in problems.values())
+    upstreams = upstream_readiness(services.registry)
     body = {
         "status": "ready" if ready else "unavailable",
         "providers": {
             name: {"ready": problem is None, "detail": problem}
+            | ({"upstreams": upstreams[name]} if name in upstreams else {})
             for name, problem in problems.items()
         },
     }

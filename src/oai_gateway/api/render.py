@@ -37,7 +37,7 @@ class Responder:
 
     async def json(self, status: int, body: bytes) -> None:
         """A complete JSON response, with the request's Server-Timing."""
-        await self.raw(status, body, [JSON_CONTENT_TYPE, self._timing()])
+        await self.raw(status, body, [JSON_CONTENT_TYPE, self._timing(), *self._routing()])
 
     async def error(self, exc: GatewayError) -> None:
         """The error as a JSON response, or, once a stream's headers are gone, as its last event."""
@@ -54,7 +54,7 @@ class Responder:
         await self.raw(exc.http_status, exc.body(), headers)
 
     async def start_stream(self) -> None:
-        headers = [*SSE_HEADERS, self._timing(), *self._extra]
+        headers = [*SSE_HEADERS, self._timing(), *self._routing(), *self._extra]
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def stream_piece(self, data: bytes) -> None:
@@ -67,6 +67,17 @@ class Responder:
     def client_left(self) -> None:
         """The client is gone: nothing more is sent, and the request is logged as such."""
         self._context.client_disconnected = True
+
+    def _routing(self) -> Headers:
+        """Which upstream of a routed provider served the answer, after how many attempts
+        (SPEC §11); errors carry these in their own headers."""
+        context = self._context
+        if not context.attempts or context.upstream is None:
+            return []
+        return [
+            (b"x-gateway-upstream", context.upstream.encode()),
+            (b"x-gateway-attempts", str(context.attempts).encode()),
+        ]
 
     def _timing(self) -> tuple[bytes, bytes]:
         return (b"server-timing", self._context.server_timing())

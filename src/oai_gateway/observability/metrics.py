@@ -8,6 +8,7 @@ lands on any worker sees the whole process group.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ class _Series:
 class GatewayMetrics:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, int], _Series] = {}
+        # Gauges read from live state when scraped (routing_metrics.py) rather than on each request.
+        self.before_exposition: list[Callable[[], None]] = []
         self._multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
         # In multiprocess mode values live in files, not in a registry of this process.
         self.registry = CollectorRegistry()
@@ -163,6 +166,8 @@ class GatewayMetrics:
                     )
 
     def exposition(self) -> bytes:
+        for refresh in self.before_exposition:
+            refresh()
         if self._multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -15,6 +15,8 @@ from oai_gateway.providers import cerebras, ollama, openai_compat
 from oai_gateway.providers.base import Provider
 from oai_gateway.providers.dialect import Dialect
 from oai_gateway.providers.provider import DialectProvider
+from oai_gateway.routing.fleet import build_fleet
+from oai_gateway.routing.provider import RoutedProvider
 
 KINDS: Mapping[str, Dialect] = {
     "openai": openai_compat.DIALECT,
@@ -29,11 +31,15 @@ class ProviderRegistry:
     def __init__(self, specs: Iterable[ProviderSpec], redactor: Redactor) -> None:
         self._providers: dict[str, Provider] = {}
         self._unconfigured: dict[str, str] = {}
+        specs = list(specs)
         for spec in specs:
             if spec.unconfigured is not None:
                 self._unconfigured[spec.name] = spec.unconfigured
-            else:
+            elif not spec.routed:
                 self._providers[spec.name] = DialectProvider(spec, redactor, KINDS[spec.kind])
+        # Providers with several upstreams or fallbacks (SPEC §11): one pool per upstream.
+        self.fleet, routed = build_fleet(specs, lambda spec: upstream_provider(spec, redactor))
+        self._providers.update(routed)
 
     @property
     def providers(self) -> Mapping[str, Provider]:
@@ -53,10 +59,10 @@ class ProviderRegistry:
         )
 
     async def start(self) -> None:
-        await asyncio.gather(*(p.start() for p in self._providers.values()))
+        await asyncio.gather(self.fleet.start(), *(p.start() for p in self._providers.values()))
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(p.aclose() for p in self._providers.values()))
+        await asyncio.gather(self.fleet.aclose(), *(p.aclose() for p in self._providers.values()))
 
     async def readiness(self) -> dict[str, str | None]:
         """Each provider's problem (None when it answers); unconfigured ones with their reason."""
@@ -65,6 +71,23 @@ class ProviderRegistry:
         status: dict[str, str | None] = dict(zip(names, results, strict=True))
         status.update((name, f"not configured: {why}") for name, why in self._unconfigured.items())
         return status
+
+
+def upstream_readiness(registry: ProviderRegistry) -> dict[str, dict[str, dict[str, object]]]:
+    """Per routed provider, what its last readiness check found for each upstream."""
+    return {
+        name: provider.upstreams_ready
+        for name, provider in registry.providers.items()
+        if isinstance(provider, RoutedProvider)
+    }
+
+
+def upstream_provider(spec: ProviderSpec, redactor: Redactor) -> Provider:
+    """The provider of one upstream of a routed provider: a refused connection moves on to the
+    next candidate (SPEC §11) instead of §4.2a's retries of the same upstream."""
+    provider = DialectProvider(spec, redactor, KINDS[spec.kind])
+    provider.transport.client.connect_retries = 0
+    return provider
 
 
 def ensure_model_allowed(provider: Provider, model: str) -> None:

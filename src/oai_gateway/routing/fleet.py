@@ -29,6 +29,9 @@ class Fleet:
     specs: dict[str, ProviderSpec] = field(default_factory=dict)
     observe: Observer | None = None
 
+    def members(self) -> list[Member]:
+        return [member for target in self.targets.values() for member in target.members]
+
     def callee(self, member: Member) -> Provider:
         return self.callees[member]
 

@@ -34,6 +34,8 @@ class RoutedProvider:
         self._fleet = fleet
         self.target: Target = fleet.targets[spec.name]
         self.unsupported = fleet.callee(self.target.members[0]).unsupported
+        # What the last readiness check found per upstream, for /readyz.
+        self.upstreams_ready: dict[str, dict[str, object]] = {}
 
     async def start(self) -> None:
         """Nothing: the fleet starts every upstream's pool once, fallbacks included."""
@@ -52,6 +54,11 @@ class RoutedProvider:
 
     async def check_ready(self) -> str | None:
         problems = await self.upstream_readiness()
+        states = {m.label: m.breaker.state.value for m in self.target.members}
+        self.upstreams_ready = {
+            label: {"ready": problem is None, "detail": problem, "breaker": states[label]}
+            for label, problem in problems.items()
+        }
         if any(problem is None for problem in problems.values()):
             return None
         return "; ".join(f"{label}: {problem}" for label, problem in problems.items())
