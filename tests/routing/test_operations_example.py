@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -15,7 +16,7 @@ from oai_gateway.providers.base import Operation
 from oai_gateway.wire.requests import RequestFacts
 from tests.routing.rig import Rig, context, served, upstreams
 from tests.support.fake_upstreams.cerebras import CerebrasUpstream
-from tests.support.gateway import make_config
+from tests.support.gateway import GatewayServer, make_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 CEREBRAS_KEY = "csk-operations-example-key"
@@ -96,3 +97,34 @@ def test_the_example_routes_fails_over_and_falls_back(tmp_path: Path, stopped: i
         assert cloud_calls == 6
         assert all(answer["model"] == "llama3.1-8b" for answer, _, _ in results)  # type: ignore[index]
         assert cloud.requests[-1].json["model"] == "llama3.1-8b"
+
+
+def test_the_example_through_the_gateway_answers_from_the_fallback(tmp_path: Path) -> None:
+    with (
+        upstreams(2, models=["llama-3.1-8b"]) as local,
+        CerebrasUpstream(api_key=CEREBRAS_KEY) as cloud,
+    ):
+        text = example()
+        for port, server in zip((8001, 8002), local, strict=True):
+            text = text.replace(f"http://127.0.0.1:{port}/v1", f"{server.base_url}/v1")
+            server.stop()
+        path = tmp_path / "providers.toml"
+        path.write_text(text, encoding="utf-8")
+        config = make_config(
+            providers_file=str(path),
+            allowed_api_keys=["k"],
+            cerebras_api_key=CEREBRAS_KEY,
+            cerebras_base_url=cloud.base_url + "/v1",
+        )
+        body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
+        with GatewayServer(config) as gateway:
+            reply = httpx.post(
+                f"{gateway.url}/local/v1/chat/completions",
+                json=body,
+                headers={"authorization": "Bearer k"},
+                timeout=10,
+            )
+    assert reply.status_code == 200
+    assert reply.headers["x-gateway-upstream"] == "cerebras/0"
+    assert reply.headers["x-gateway-attempts"] == "3"
+    assert reply.json()["model"] == "llama3.1-8b"
