@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,10 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayServer, make_config
 from tests.routing.rig import BODY, providers_toml, served, upstreams
-from tests.upstreams import Fault, OpenAICompatUpstream
-from tests.upstreams.base import openai_error_body
+from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
+from tests.support.fake_upstreams.base import openai_error_body
+from tests.support.gateway import GatewayServer, make_config, open_raw
 
 KEY = "gateway-routing-test-key"
 
@@ -189,3 +190,34 @@ def test_models_are_the_union_of_the_upstreams(tmp_path: Path) -> None:
     assert sorted(ids) == ["gpt-test", "only-on-one", "only-on-zero"]
     assert one.status_code == 200
     assert json.loads(one.text)["id"] == "only-on-one"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_leaving_closes_the_attempt_and_frees_the_upstream(
+    tmp_path: Path, stream: bool
+) -> None:
+    with upstreams(2) as servers:
+        for server in servers:
+            server.fault = Fault("delay_headers", delay_s=4.0)
+        text = providers_toml([s.base_url for s in servers], 'strategy = "least_in_flight"\n')
+        path = tmp_path / "providers.toml"
+        path.write_text(text, encoding="utf-8")
+        config = make_config(providers_file=str(path), allowed_api_keys=[KEY])
+        with GatewayServer(config) as gateway:
+            body = {**BODY, "stream": stream}
+            conn = open_raw(gateway.port, "/local/v1/chat/completions", body, KEY)
+            for _ in range(500):  # bounded: 5 s
+                if any(s.requests for s in servers):
+                    break
+                time.sleep(0.01)
+            conn.close()
+            busy = next(s for s in servers if s.requests)
+            assert busy.wait_for_disconnect(2.0), "the upstream attempt was left running"
+            for server in servers:
+                server.fault = None
+            metrics = httpx.get(
+                f"{gateway.url}/metrics", headers={"authorization": f"Bearer {KEY}"}, timeout=5
+            ).text
+    assert 'oai_gateway_upstream_in_flight{upstream="local/0"} 0.0' in metrics
+    assert 'oai_gateway_upstream_in_flight{upstream="local/1"} 0.0' in metrics
+    assert sum(len(s.requests) for s in servers) == 1  # the departure was not a failed attempt
