@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from oai_gateway.observability import log
 from tests.routing.rig import BODY, providers_toml, served, upstreams
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.fake_upstreams.base import openai_error_body
@@ -148,8 +149,10 @@ def test_metrics_count_attempts_by_outcome_per_upstream(tmp_path: Path) -> None:
 
 
 def test_the_access_line_names_the_upstream_and_the_attempts(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Through plain logging, where caplog sees it, even if an earlier test configured a writer.
+    monkeypatch.setattr(log, "_access_writer", None)
     with upstreams(2) as servers:
         servers[0].fault = Fault("reset_before_headers")
         with (
