@@ -10,6 +10,8 @@ from oai_gateway.api.router import Router
 from oai_gateway.api.routes import ROUTES
 from oai_gateway.api.table import Auth
 from oai_gateway.config.loader import Config, load_config
+from oai_gateway.keys.admin import KeyAdmin
+from oai_gateway.keys.admin_http import AdminAuthenticator
 from oai_gateway.keys.enforcement import KeyEnforcement
 from oai_gateway.keys.ledger import Ledger
 from oai_gateway.keys.metrics import KeyMetrics
@@ -44,8 +46,15 @@ class GatewayApp:
         fleet.observe = routing_metrics.attempt
         self.metrics.before_exposition.append(lambda: routing_metrics.refresh(fleet.members()))
         self.keys = key_enforcement(config, self.metrics)
-        services = Services(self.registry, self.metrics, settings.max_request_bytes, self.keys)
-        app: ASGIApp = Router(ROUTES, services, {Auth.GATEWAY: self.keys.authenticate})
+        store = self.keys.store
+        admin = None if store is None else KeyAdmin(store)
+        services = Services(
+            self.registry, self.metrics, settings.max_request_bytes, self.keys, admin
+        )
+        admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+        admin_auth = AdminAuthenticator(admin_key, store=store is not None)
+        authenticators = {Auth.GATEWAY: self.keys.authenticate, Auth.ADMIN: admin_auth.check}
+        app: ASGIApp = Router(ROUTES, services, authenticators)
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.

@@ -17,6 +17,7 @@ from oai_gateway.server.asgi import Receive, Scope
 
 if TYPE_CHECKING:
     from oai_gateway.api.enforcement import Enforcement
+    from oai_gateway.keys.admin import KeyAdmin
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Services:
     metrics: GatewayMetrics
     max_body: int
     enforcement: Enforcement
+    admin: KeyAdmin | None = None  # the admin API's calls, when a store holds virtual keys
 
 
 @dataclass(frozen=True, slots=True)

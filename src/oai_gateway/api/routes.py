@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from oai_gateway.api import handlers
 from oai_gateway.api.table import Auth, Route, RouteTable
+from oai_gateway.keys import admin_http
 from oai_gateway.providers.base import Operation
 
 ROUTES = RouteTable(
@@ -42,5 +43,12 @@ ROUTES = RouteTable(
         Route(
             "GET", "/{provider}/v1/models/{model:path}", handlers.retrieve_model, Operation.MODELS
         ),
+        Route("POST", "/admin/v1/keys", admin_http.create_key, auth=Auth.ADMIN),
+        Route("GET", "/admin/v1/keys", admin_http.list_keys, auth=Auth.ADMIN),
+        Route("GET", "/admin/v1/keys/{id}", admin_http.show_key, auth=Auth.ADMIN),
+        Route("PATCH", "/admin/v1/keys/{id}", admin_http.update_key, auth=Auth.ADMIN),
+        Route("DELETE", "/admin/v1/keys/{id}", admin_http.revoke_key, auth=Auth.ADMIN),
+        Route("POST", "/admin/v1/keys/{id}/rotate", admin_http.rotate_key, auth=Auth.ADMIN),
+        Route("GET", "/admin/v1/usage", admin_http.usage, auth=Auth.ADMIN),
     ]
 )

@@ -32,6 +32,7 @@ class Auth(StrEnum):
 
     NONE = "none"
     GATEWAY = "gateway"  # a gateway key (ALLOWED_API_KEYS)
+    ADMIN = "admin"  # ADMIN_API_KEY (SPEC §10.2)
 
 
 @dataclass(frozen=True, slots=True)
