@@ -179,6 +179,44 @@ def upstream_status_error(
     return error
 
 
+def _refused(
+    label: str, status: int, detail: str, fields: Mapping[str, Any], passed: dict[str, str]
+) -> GatewayError:
+    """An upstream's 429 as it came, or its 402 as the 429 `insufficient_quota` OpenAI sends."""
+    if status == 429:
+        return GatewayError(
+            f"{label} is rate limiting requests: {detail}",
+            status=429,
+            error_type=fields.get("type", "requests"),
+            code=fields.get("code", "rate_limit_exceeded"),
+            param=fields.get("param"),
+            headers=passed,
+        )
+    # OpenAI reports exhausted credit as 429 insufficient_quota; clients already handle that.
+    return GatewayError(
+        f"{label} refused the request for billing reasons: {detail}",
+        status=429,
+        error_type="insufficient_quota",
+        code="insufficient_quota",
+    )
+
+
+def _client_error(label: str, status: int, detail: str, fields: Mapping[str, Any]) -> GatewayError:
+    """A client error the upstream found in the request, passed on (422 as 400)."""
+    error_type = fields.get("type", "invalid_request_error")
+    if status == 404 and _looks_like_missing_model(fields):
+        return ModelNotFoundError(f"{label}: {detail}")
+    if error_type.endswith("not_found_error"):
+        error_type = "invalid_request_error"
+    return GatewayError(
+        f"{label}: {detail}",
+        status=400 if status == 422 else status,
+        error_type=error_type,
+        code=fields.get("code"),
+        param=fields.get("param"),
+    )
+
+
 def _map_status(
     label: str,
     key_hint: str,
@@ -199,37 +237,10 @@ def _map_status(
         return UpstreamAuthError(
             f"{label} rejected the gateway's upstream credentials (HTTP {status}): {key_hint}."
         )
-    if status == 429:
-        return GatewayError(
-            f"{label} is rate limiting requests: {detail}",
-            status=429,
-            error_type=fields.get("type", "requests"),
-            code=fields.get("code", "rate_limit_exceeded"),
-            param=fields.get("param"),
-            headers=passed,
-        )
-    if status == 402:
-        # OpenAI reports exhausted credit as 429 insufficient_quota; clients already handle that.
-        return GatewayError(
-            f"{label} refused the request for billing reasons: {detail}",
-            status=429,
-            error_type="insufficient_quota",
-            code="insufficient_quota",
-        )
+    if status in (402, 429):
+        return _refused(label, status, detail, fields, passed)
     if status in _PASSED_THROUGH or status == 422:
-        error_type = fields.get("type", "invalid_request_error")
-        code = fields.get("code")
-        if status == 404 and _looks_like_missing_model(fields):
-            return ModelNotFoundError(f"{label}: {detail}")
-        if error_type.endswith("not_found_error"):
-            error_type = "invalid_request_error"
-        return GatewayError(
-            f"{label}: {detail}",
-            status=400 if status == 422 else status,
-            error_type=error_type,
-            code=code,
-            param=fields.get("param"),
-        )
+        return _client_error(label, status, detail, fields)
     if status == 501:
         # llama.cpp's server without --embeddings, for one: the operation does not exist there,
         # and a 502 would make the SDKs retry what can never succeed.

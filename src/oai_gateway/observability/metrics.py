@@ -8,7 +8,7 @@ lands on any worker sees the whole process group.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,35 @@ class _Series:
     overhead_seconds: Any | None
 
 
+_STATUS = ["provider", "route", "status"]
+_TOKEN_LABELS = ["provider", "model", "kind"]
+
+
+def _in_flight(target: CollectorRegistry | None) -> Gauge:
+    return Gauge(
+        "oai_gateway_requests_in_flight",
+        "Requests being served",
+        registry=target,
+        multiprocess_mode="livesum",
+    )
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], target: CollectorRegistry | None
+) -> Counter:
+    return Counter(name, documentation, labels, registry=target)
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    target: CollectorRegistry | None,
+    buckets: Sequence[float] = LATENCY_BUCKETS,
+) -> Histogram:
+    """A histogram by provider and route."""
+    return Histogram(name, documentation, ["provider", "route"], buckets=buckets, registry=target)
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, int], _Series] = {}
@@ -69,59 +98,31 @@ class GatewayMetrics:
         # In multiprocess mode values live in files, not in a registry of this process.
         self.registry = CollectorRegistry()
         target = None if self._multiprocess_dir else self.registry
-        route = ["provider", "route"]
-        self.requests = Counter(
-            "oai_gateway_requests",
-            "Requests by provider, route and status",
-            [*route, "status"],
-            registry=target,
+        self.requests = _counter(
+            "oai_gateway_requests", "Requests by provider, route and status", _STATUS, target
         )
-        self.request_seconds = Histogram(
-            "oai_gateway_request_duration_seconds",
-            "Whole request time, to the last byte",
-            route,
-            buckets=LATENCY_BUCKETS,
-            registry=target,
+        self.request_seconds = _histogram(
+            "oai_gateway_request_duration_seconds", "Whole request time, to the last byte", target
         )
-        self.upstream_seconds = Histogram(
-            "oai_gateway_upstream_duration_seconds",
-            "Time spent waiting on the upstream",
-            route,
-            buckets=LATENCY_BUCKETS,
-            registry=target,
+        self.upstream_seconds = _histogram(
+            "oai_gateway_upstream_duration_seconds", "Time spent waiting on the upstream", target
         )
-        self.overhead_seconds = Histogram(
+        self.overhead_seconds = _histogram(
             "oai_gateway_overhead_seconds",
             "Request time minus upstream time",
-            route,
-            buckets=OVERHEAD_BUCKETS,
-            registry=target,
+            target,
+            OVERHEAD_BUCKETS,
         )
-        self.first_chunk_seconds = Histogram(
-            "oai_gateway_time_to_first_chunk_seconds",
-            "Time to the first streamed chunk",
-            route,
-            buckets=LATENCY_BUCKETS,
-            registry=target,
+        self.first_chunk_seconds = _histogram(
+            "oai_gateway_time_to_first_chunk_seconds", "Time to the first streamed chunk", target
         )
-        self.tokens = Counter(
-            "oai_gateway_tokens",
-            "Tokens reported by upstreams",
-            ["provider", "model", "kind"],
-            registry=target,
+        self.tokens = _counter(
+            "oai_gateway_tokens", "Tokens reported by upstreams", _TOKEN_LABELS, target
         )
-        self.upstream_errors = Counter(
-            "oai_gateway_upstream_errors",
-            "Upstream failures by kind",
-            ["provider", "kind"],
-            registry=target,
+        self.upstream_errors = _counter(
+            "oai_gateway_upstream_errors", "Upstream failures by kind", ["provider", "kind"], target
         )
-        self.in_flight = Gauge(
-            "oai_gateway_requests_in_flight",
-            "Requests being served",
-            registry=target,
-            multiprocess_mode="livesum",
-        )
+        self.in_flight = _in_flight(target)
 
     def _series(self, provider: str | None, route: str, status: int) -> _Series:
         # `labels()` takes a lock and builds a key on every call; the children never change.
