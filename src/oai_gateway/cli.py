@@ -135,10 +135,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(config: Config, workers: int) -> int:
-    settings = config.settings
-    configure_logging(settings.log_level, settings.log_format, Redactor(config.secrets()))
-    options: dict[str, Any] = {
+def _server_options(settings: Settings) -> dict[str, Any]:
+    return {
         "host": settings.service_host,
         "port": settings.service_port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
@@ -153,28 +151,38 @@ def serve(config: Config, workers: int) -> int:
         # requests and streams; the app's lifespan then closes the upstream pools.
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
+
+
+def _serve_workers(settings: Settings, workers: int, options: dict[str, Any]) -> None:
+    # Workers are separate processes that build their own app from the environment, so the
+    # flags travel to them as the variables they override.
+    os.environ["SERVICE_HOST"] = settings.service_host
+    os.environ["SERVICE_PORT"] = str(settings.service_port)
+    if settings.providers_file is not None:
+        os.environ["PROVIDERS_FILE"] = str(settings.providers_file)
+    for _, _, name in _EDGE_FLAGS:
+        os.environ[name.upper()] = str(getattr(settings, name))
+    # The protocol class travels to the workers by name, so it is the module's own one.
+    options["http"] = EnvelopeHttpToolsProtocol
+    with tempfile.TemporaryDirectory(prefix="oai-gateway-metrics-") as metrics_dir:
+        os.environ.setdefault(MULTIPROCESS_ENV, metrics_dir)
+        uvicorn.run("oai_gateway.cli:worker_app", factory=True, workers=workers, **options)
+
+
+def serve(config: Config, workers: int) -> int:
+    settings = config.settings
+    configure_logging(settings.log_level, settings.log_format, Redactor(config.secrets()))
+    options = _server_options(settings)
     if workers > 1:
-        # Workers are separate processes that build their own app from the environment, so the
-        # flags travel to them as the variables they override.
-        os.environ["SERVICE_HOST"] = settings.service_host
-        os.environ["SERVICE_PORT"] = str(settings.service_port)
-        if settings.providers_file is not None:
-            os.environ["PROVIDERS_FILE"] = str(settings.providers_file)
-        for _, _, name in _EDGE_FLAGS:
-            os.environ[name.upper()] = str(getattr(settings, name))
-        # The protocol class travels to the workers by name, so it is the module's own one.
-        options["http"] = EnvelopeHttpToolsProtocol
-        with tempfile.TemporaryDirectory(prefix="oai-gateway-metrics-") as metrics_dir:
-            os.environ.setdefault(MULTIPROCESS_ENV, metrics_dir)
-            uvicorn.run("oai_gateway.cli:worker_app", factory=True, workers=workers, **options)
-    else:
-        # uvicorn re-raises the SIGTERM it shut down on; under the default handler that would
-        # end a clean, drained shutdown with "killed by signal" instead of exit status 0.
-        previous = signal.signal(signal.SIGTERM, _exit_cleanly)
-        try:
-            uvicorn.run(create_app(config), **options)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        _serve_workers(settings, workers, options)
+        return 0
+    # uvicorn re-raises the SIGTERM it shut down on; under the default handler that would
+    # end a clean, drained shutdown with "killed by signal" instead of exit status 0.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(create_app(config), **options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

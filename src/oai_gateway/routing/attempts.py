@@ -132,11 +132,7 @@ async def run_attempts(
         try:
             answer = await _timed(attempt(candidate, lease), ttft_timeout_s, candidate)
         except GatewayError as exc:
-            kind = _settle(lease, exc)
-            _observe(observe, candidate.member, kind or "answered")
-            if kind is None:
-                raise _with_headers(exc, report) from None
-            error = exc
+            error = _failed(lease, exc, candidate, report, observe)
             continue
         except BaseException:
             lease.release()
@@ -163,6 +159,22 @@ async def _timed(work: Awaitable[T], timeout_s: float | None, candidate: Candida
         )
         error.failure = "ttft_timeout"
         raise error from None
+
+
+def _failed(
+    lease: Lease,
+    error: GatewayError,
+    candidate: Candidate,
+    report: Report,
+    observe: Observer | None,
+) -> GatewayError:
+    """The error of a failed attempt, for the next one to replace; raised with the attempt
+    headers at once when it is the client's answer (not a failure of the upstream)."""
+    kind = _settle(lease, error)
+    _observe(observe, candidate.member, kind or "answered")
+    if kind is None:
+        raise _with_headers(error, report) from None
+    return error
 
 
 def _settle(lease: Lease, error: GatewayError) -> str | None:

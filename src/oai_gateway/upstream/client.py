@@ -164,11 +164,7 @@ class UpstreamClient:
         pool = self._pool
         if pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        # A non-streaming answer has one budget, shared by all upstream calls of one client
-        # request; a stream has none in total, only a bound on each silence.
-        until = None if stream else pool.loop.time() + self.timeout_s
-        if until is not None and deadline is not None:
-            until = min(until, pool.loop.time() + max(deadline - time.monotonic(), 0.001))
+        until = None if stream else self._until(pool, deadline)
         for attempt in range(self.connect_retries + 1):
             traced: dict[str, str] = {}
             tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
@@ -176,20 +172,26 @@ class UpstreamClient:
             started = time.perf_counter()
             try:
                 connection = await self._exchange(pool, head, body, until)
-            except http1.ConnectError as exc:
+            except _TRANSPORT_FAILURES as exc:
                 self._finished(tokens, None, exc)
-                if attempt >= self.connect_retries:
+                if not isinstance(exc, http1.ConnectError) or attempt >= self.connect_retries:
                     raise _unanswered(self.transport_error(exc), exc) from None
                 await asyncio.sleep(_RETRY_BACKOFF_S[attempt])
                 continue
-            except (TimeoutError, http1.DisconnectedError, http1.ProtocolError) as exc:
-                self._finished(tokens, None, exc)
-                raise _unanswered(self.transport_error(exc), exc) from None
             finally:
                 timer.upstream_s += time.perf_counter() - started
             self._finished(tokens, connection.status, None)
             return UpstreamResponse(self, connection, timer)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _until(self, pool: http1.Pool, deadline: float | None) -> float:
+        """When a non-streaming answer must be complete, on the loop's clock. It has one budget,
+        shared by all upstream calls of one client request; a stream has none in total, only a
+        bound on each silence."""
+        until = pool.loop.time() + self.timeout_s
+        if deadline is not None:
+            until = min(until, pool.loop.time() + max(deadline - time.monotonic(), 0.001))
+        return until
 
     async def _exchange(
         self, pool: http1.Pool, head: bytes, body: bytes | None, until: float | None
@@ -251,6 +253,14 @@ class UpstreamClient:
         if isinstance(exc, http1.DisconnectedError):
             return UpstreamError(f"{self.label} closed the connection before the answer was done.")
         return UpstreamError(f"{self.label} sent an invalid HTTP response.")
+
+
+_TRANSPORT_FAILURES = (
+    http1.ConnectError,
+    TimeoutError,
+    http1.DisconnectedError,
+    http1.ProtocolError,
+)
 
 
 def _unanswered(error: GatewayError, cause: BaseException) -> GatewayError:
