@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from oai_gateway.keys.records import KeyRecord, decode_record, encode_record, parse_time
+from oai_gateway.keys.redis_batch import ScriptBatcher
 from oai_gateway.keys.secrets import new_pepper
 from oai_gateway.keys.store import (
     ALL_KEYS,
@@ -48,6 +49,7 @@ INDEX = f"{PREFIX}:keys"  # ZSET id -> created_at epoch, for listing newest firs
 PEPPER = f"{PREFIX}:pepper"
 CHANNEL = f"{PREFIX}:keys:changed"
 TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 64
 RESUBSCRIBE_S = 0.5
 _REFUSALS: tuple[Refusal | None, ...] = (None, "requests", "tokens", "parallel", "budget")
 
@@ -74,14 +76,19 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         # One retry on a dead pooled connection: after a Redis restart the first command on an
         # old socket fails, the retry opens a new one. No backoff: the hot path must not wait.
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A bounded pool that waits for a free connection instead of failing when it is busy.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=TIMEOUT_S,
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
             retry=Retry(NoBackoff(), 1),
         )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
         self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
+        self._batch = ScriptBatcher(self.redis)
         self._append_usage = self.redis.register_script(APPEND_SCRIPT)
         self._closed = asyncio.Event()
 
@@ -96,7 +103,9 @@ class RedisStore:
 
     async def aclose(self) -> None:
         self._closed.set()
+        await self._batch.aclose()
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     async def pepper(self) -> str:
         await self._call(self.redis.set(PEPPER, new_pepper(), nx=True))
@@ -177,7 +186,7 @@ class RedisStore:
             repr(admission.lease_ttl_s),
             repr(admission.window_s),
         ]
-        reply = await self._call(self._admit(keys=key_names(key_id), args=args))
+        reply = await self._call(self._batch.call(self._admit, key_names(key_id), args))
         refused, retry_ms, requests, reset_ms, tokens, period = (int(v) for v in reply)
         return Decision(
             refused=_REFUSALS[refused],
@@ -197,4 +206,4 @@ class RedisStore:
             str(settlement.period),
             "1" if settlement.release_lease else "0",
         ]
-        await self._call(self._settle(keys=key_names(key_id), args=args))
+        await self._call(self._batch.call(self._settle, key_names(key_id), args))

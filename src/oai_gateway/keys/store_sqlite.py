@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS key_window (
     key_id TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, tokens INTEGER NOT NULL,
     PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS key_window_at ON key_window (key_id, at);
+CREATE TABLE IF NOT EXISTS key_window_totals (
+    key_id TEXT PRIMARY KEY, requests INTEGER NOT NULL, tokens INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_leases (
     key_id TEXT NOT NULL, request_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
@@ -215,18 +217,36 @@ class SQLiteStore:
         )
 
 
+def _window(conn: sqlite3.Connection, key_id: str, horizon: float) -> tuple[int, int, float | None]:
+    """The window's (requests, tokens, oldest entry) after dropping what left it.
+
+    The totals are kept in their own row, so an admission costs the same however many
+    requests the window holds; only the entries that just left are read.
+    """
+    gone, freed = conn.execute(
+        "SELECT count(*), coalesce(sum(tokens), 0) FROM key_window WHERE key_id = ? AND at <= ?",
+        (key_id, horizon),
+    ).fetchone()
+    if gone:
+        conn.execute("DELETE FROM key_window WHERE key_id = ? AND at <= ?", (key_id, horizon))
+        conn.execute(
+            "UPDATE key_window_totals SET requests = requests - ?, tokens = tokens - ? "
+            "WHERE key_id = ?",
+            (gone, freed, key_id),
+        )
+    row = conn.execute(
+        "SELECT requests, tokens, (SELECT min(at) FROM key_window WHERE key_id = ?) "
+        "FROM key_window_totals WHERE key_id = ?",
+        (key_id, key_id),
+    ).fetchone()
+    return (0, 0, None) if row is None else (row[0], row[1], row[2])
+
+
 def _admit(conn: sqlite3.Connection, key_id: str, admission: Admission) -> Decision:
     now = time.time()
     requests, tokens, oldest = 0, 0, None
     if admission.rpm is not None or admission.tpm is not None:
-        conn.execute(
-            "DELETE FROM key_window WHERE key_id = ? AND at <= ?",
-            (key_id, now - admission.window_s),
-        )
-        requests, tokens, oldest = conn.execute(
-            "SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM key_window WHERE key_id = ?",
-            (key_id,),
-        ).fetchone()
+        requests, tokens, oldest = _window(conn, key_id, now - admission.window_s)
     leases = 0
     if admission.max_parallel is not None:
         conn.execute("DELETE FROM key_leases WHERE key_id = ? AND expires_at <= ?", (key_id, now))
@@ -260,6 +280,11 @@ def _reserve(
             "INSERT INTO key_window VALUES (?, ?, ?, ?)",
             (key_id, request_id, now, admission.tokens),
         )
+        conn.execute(
+            "INSERT INTO key_window_totals VALUES (?, 1, ?) ON CONFLICT (key_id) DO UPDATE SET "
+            "requests = requests + 1, tokens = tokens + excluded.tokens",
+            (key_id, admission.tokens),
+        )
     if admission.max_parallel is not None:
         conn.execute(
             "INSERT INTO key_leases VALUES (?, ?, ?)",
@@ -275,10 +300,16 @@ def _reserve(
 
 def _settle(conn: sqlite3.Connection, key_id: str, settlement: Settlement) -> None:
     request_id = settlement.request_id
-    if settlement.tokens_delta:
-        conn.execute(
+    delta = settlement.tokens_delta
+    if (
+        delta
+        and conn.execute(
             "UPDATE key_window SET tokens = tokens + ? WHERE key_id = ? AND request_id = ?",
-            (settlement.tokens_delta, key_id, request_id),
+            (delta, key_id, request_id),
+        ).rowcount
+    ):
+        conn.execute(
+            "UPDATE key_window_totals SET tokens = tokens + ? WHERE key_id = ?", (delta, key_id)
         )
     if settlement.budget_delta:
         conn.execute(
