@@ -3,9 +3,12 @@
     uv run python bench/failover.py [--rounds 5] [--seconds 8] [--quick]
 
 `overhead`: one gateway serving two providers side by side, `one` (a single base_url, §4.2a)
-and `two` (two upstreams, weighted, breakers on), each upstream a separate `bench/upstream.py`.
-wrk alternates between the two in paired rounds (c=1 p50 latency, c=64 requests/s), so machine
-drift cancels; the table gives the medians and the difference.
+and `two` (two upstreams, weighted, breakers on). Both of `two`'s upstreams are the same
+`bench/upstream.py` process (two entries, two pools), so the difference is the routing layer's
+alone, not a second upstream process competing for the upstream core. wrk alternates between
+the two in paired rounds (c=1 p50 latency, c=64 requests/s, and the gateway's CPU per request
+from /proc), so machine drift cancels; the table gives the medians and the differences.
+`failover` then uses a second upstream process for `two`'s second entry.
 
 `failover`: the gateway's `two` provider under c=16 non-streaming load from a small aiohttp
 client; after a third of the run one upstream is killed (SIGKILL, so in-flight requests are cut).
@@ -28,15 +31,26 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import CHAT, KEY, Process, _wait_ready, free_port, pinned, start_upstream, wrk
+from run import (
+    CHAT,
+    KEY,
+    Process,
+    WrkResult,
+    _wait_ready,
+    free_port,
+    pinned,
+    start_upstream,
+    wrk,
+)
 
 PROVIDERS = """
 [providers.one]
@@ -48,6 +62,13 @@ kind = "openai"
 [[providers.two.upstreams]]
 base_url = "{a}"
 [[providers.two.upstreams]]
+base_url = "{a}"
+
+[providers.failover]
+kind = "openai"
+[[providers.failover.upstreams]]
+base_url = "{a}"
+[[providers.failover.upstreams]]
 base_url = "{b}"
 """
 
@@ -73,7 +94,7 @@ def start_gateway(upstream_a: str, upstream_b: str, directory: Path) -> Gateway:
     process = Process(pinned(0, argv), env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for name in ("one", "two"):
+        for name in ("one", "two", "failover"):
             asyncio.run(_wait_ready(f"{url}/{name}/v1/chat/completions", 20, CHAT, process=process))
     except BaseException:
         process.stop()
@@ -81,25 +102,39 @@ def start_gateway(upstream_a: str, upstream_b: str, directory: Path) -> Gateway:
     return Gateway(process, url, providers)
 
 
-def overhead(gateway: Gateway, rounds: int, seconds: float) -> list[str]:
+def _cpu_us_per_request(gateway: Gateway, run: Callable[[], WrkResult]) -> tuple[WrkResult, float]:
+    before = gateway.process.cpu_s()
+    result = run()
+    return result, (gateway.process.cpu_s() - before) / max(result.requests, 1) * 1e6
+
+
+def overhead(gateway: Gateway, rounds: int, seconds: int) -> list[str]:
     samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
     for round_ in range(rounds):
         for name in ("one", "two") if round_ % 2 == 0 else ("two", "one"):
             url = f"{gateway.url}/{name}/v1/chat/completions"
-            single = wrk(url, 1, seconds, CHAT)
-            many = wrk(url, 64, seconds, CHAT)
-            samples.setdefault(f"{name} c=1 p50 ms", []).append(single.p50_ms)
-            samples.setdefault(f"{name} c=64 req/s", []).append(many.requests_per_s)
-    median = {key: statistics.median(values) for key, values in samples.items()}
-    added_us = (median["two c=1 p50 ms"] - median["one c=1 p50 ms"]) * 1000
-    ratio = median["two c=64 req/s"] / median["one c=64 req/s"]
+            single, _ = _cpu_us_per_request(gateway, partial(wrk, url, 1, seconds, CHAT))
+            many, cpu = _cpu_us_per_request(gateway, partial(wrk, url, 64, seconds, CHAT))
+            add(f"{name} c=1 p50 ms", single.p50_ms)
+            add(f"{name} c=64 req/s", many.requests_per_s)
+            add(f"{name} c=64 cpu us", cpu)
+    m = {key: statistics.median(values) for key, values in samples.items()}
+    added_us = (m["two c=1 p50 ms"] - m["one c=1 p50 ms"]) * 1000
     return [
+        f"medians of {rounds} paired rounds of {seconds} s each",
+        "",
         "| scenario | one upstream | two upstreams, breakers on | difference |",
         "|---|---|---|---|",
-        f"| chat c=1 p50 latency (ms) | {median['one c=1 p50 ms']:.3f} | "
-        f"{median['two c=1 p50 ms']:.3f} | {added_us:+.0f} µs |",
-        f"| chat c=64 requests/s | {median['one c=64 req/s']:,.0f} | "
-        f"{median['two c=64 req/s']:,.0f} | {ratio:.3f}x |",
+        f"| chat c=1 p50 latency (ms) | {m['one c=1 p50 ms']:.3f} | {m['two c=1 p50 ms']:.3f} "
+        f"| {added_us:+.0f} µs |",
+        f"| chat c=64 requests/s | {m['one c=64 req/s']:,.0f} | {m['two c=64 req/s']:,.0f} "
+        f"| {m['two c=64 req/s'] / m['one c=64 req/s']:.3f}x |",
+        f"| chat c=64 gateway CPU per request (µs) | {m['one c=64 cpu us']:.0f} | "
+        f"{m['two c=64 cpu us']:.0f} | {m['two c=64 cpu us'] - m['one c=64 cpu us']:+.0f} µs |",
     ]
 
 
@@ -146,7 +181,7 @@ async def _load(url: str, seconds: float, victim: Process, concurrency: int) -> 
 
 def failover(gateway: Gateway, victim: Process, seconds: float, concurrency: int) -> list[str]:
     load = asyncio.run(
-        _load(f"{gateway.url}/two/v1/chat/completions", seconds, victim, concurrency)
+        _load(f"{gateway.url}/failover/v1/chat/completions", seconds, victim, concurrency)
     )
     killed = load.killed_at or 0.0
     before = [o for o in load.outcomes if o.ended < killed]
@@ -170,14 +205,14 @@ def failover(gateway: Gateway, victim: Process, seconds: float, concurrency: int
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install -y wrk", file=sys.stderr)
         return 2
-    rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
+    rounds, seconds = (2, 2) if args.quick else (args.rounds, args.seconds)
     ports = [free_port(), free_port()]
     upstreams = [start_upstream(port, chunks=20) for port in ports]
     urls = [f"http://127.0.0.1:{port}/v1" for port in ports]

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from oai_gateway.errors import GatewayError, UpstreamTimeoutError
-from oai_gateway.routing.breaker import BreakerState
 from oai_gateway.routing.failures import failure_kind, retry_after_s
 from oai_gateway.routing.members import Lease, Member
 from oai_gateway.routing.selection import Strategy
@@ -34,16 +33,26 @@ class Target:
     strategy: Strategy
 
     def pick(self, tried: set[Member]) -> Member | None:
-        eligible = [m for m in self.members if m not in tried and m.available()]
-        if not eligible:
-            return None
+        # One pass and one clock reading: this runs for every request of a routed provider.
+        now = self.members[0].clock()
+        eligible: list[Member] = []
+        probes: list[Member] = []
+        for member in self.members:
+            if member in tried or member.paused_until > now:
+                continue
+            breaker = member.breaker
+            if breaker.closed:
+                eligible.append(member)
+            elif breaker.admits():
+                probes.append(member)
         # An upstream whose cooldown is over takes the next request as its probe, so it
         # recovers on the first chance instead of whenever the strategy happens to pick it.
-        probes = [m for m in eligible if m.breaker.state is BreakerState.HALF_OPEN]
-        return self.strategy.choose(probes or eligible)
+        if probes:
+            return self.strategy.choose(probes)
+        return self.strategy.choose(eligible) if eligible else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
     target: Target
     member: Member
@@ -130,7 +139,10 @@ async def run_attempts(
         report.upstream = candidate.member.label
         lease = candidate.member.lease(forced=candidate.forced)
         try:
-            answer = await _timed(attempt(candidate, lease), ttft_timeout_s, candidate)
+            work = attempt(candidate, lease)
+            if ttft_timeout_s is not None:
+                work = _timed(work, ttft_timeout_s, candidate)
+            answer = await work
         except GatewayError as exc:
             error = _failed(lease, exc, candidate, report, observe)
             continue
@@ -146,9 +158,7 @@ async def run_attempts(
     raise _with_headers(error, report)
 
 
-async def _timed(work: Awaitable[T], timeout_s: float | None, candidate: Candidate) -> T:
-    if timeout_s is None:
-        return await work
+async def _timed(work: Awaitable[T], timeout_s: float, candidate: Candidate) -> T:
     try:
         async with asyncio.timeout(timeout_s):
             return await work

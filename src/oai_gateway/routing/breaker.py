@@ -62,6 +62,10 @@ class CircuitBreaker:
         self._reopen_at = 0.0
 
     @property
+    def closed(self) -> bool:
+        return not self._open
+
+    @property
     def state(self) -> BreakerState:
         if not self._open:
             return BreakerState.CLOSED

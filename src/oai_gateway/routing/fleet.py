@@ -39,6 +39,8 @@ class Fleet:
         self, spec: ProviderSpec, model: str, operation: Operation
     ) -> Sequence[tuple[Target, str]]:
         """The model's fallbacks able to serve the operation, in the file's order."""
+        if not spec.fallbacks:
+            return ()
         chosen = []
         for pair in spec.fallbacks.get(model, ()):
             name, _, fallback_model = pair.partition("/")

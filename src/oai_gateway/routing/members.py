@@ -23,11 +23,11 @@ class Member:
     in_flight: int = 0
     paused_until: float = float("-inf")
     score: float = field(default=0.0)  # the smooth weighted strategy's running score
+    # How responses, metrics and logs name it: never by its URL, which may hold secrets.
+    label: str = field(init=False)
 
-    @property
-    def label(self) -> str:
-        """How responses, metrics and logs name it: never by its URL, which may hold secrets."""
-        return f"{self.provider}/{self.index}"
+    def __post_init__(self) -> None:
+        self.label = f"{self.provider}/{self.index}"
 
     def available(self) -> bool:
         return self.paused_until <= self.clock() and self.breaker.admits()

@@ -96,12 +96,12 @@ class RoutedProvider:
     async def generate(
         self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> Answer:
-        return await self._answer(ctx, operation, body, facts, _generate(operation))
+        return await self._answer(ctx, operation, body, facts, _GENERATE[operation])
 
     async def stream(
         self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
     ) -> ChunkStream:
-        return await self._stream(ctx, operation, body, facts, _stream(operation))
+        return await self._stream(ctx, operation, body, facts, _STREAM[operation])
 
     async def stored_response(self, ctx: UpstreamCall, method: str, suffix: str) -> Answer:
         """A stored response lives on whichever upstream made it; the first one is asked."""
@@ -205,3 +205,8 @@ def _stream(operation: Operation) -> Invoke[ChunkStream]:
         return p.stream(c, operation, b, f)
 
     return invoke
+
+
+# Built once: a closure per request and operation would be work on every call.
+_GENERATE = {operation: _generate(operation) for operation in Operation}
+_STREAM = {operation: _stream(operation) for operation in Operation}
