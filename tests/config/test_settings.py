@@ -9,27 +9,11 @@ import pytest
 from oai_gateway.config.loader import load_config
 from oai_gateway.config.settings import ConfigError, Settings, load_settings
 
-VARIABLES = (
-    "SERVICE_HOST",
-    "SERVICE_PORT",
-    "ALLOWED_API_KEYS",
-    "ALLOW_UNAUTHENTICATED",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "REQUEST_TIMEOUT_S",
-    "MAX_REQUEST_BYTES",
-    "ENABLE_SECURITY_HEADERS",
-    "CORS_ALLOW_ORIGINS",
-    "OLLAMA_BASE_URL",
-    "CEREBRAS_BASE_URL",
-    "CEREBRAS_API_KEY",
-    "CUSTOM_BASE_URL",
-    "CUSTOM_API_KEY",
-    "PROVIDERS_FILE",
-)
+VARIABLES = tuple(name.upper() for name in Settings.model_fields)  # every one of §3.1
 GW_SECRET = "gw-secret-value-1a2b3c"
 CUSTOM_SECRET = "sk-custom-secret-4d5e6f"
 CEREBRAS_SECRET = "csk-cerebras-secret-7g8h9i"
+ADMIN_SECRET = "adm-secret-value-0123456789abcdef0123"
 
 
 @pytest.fixture(autouse=True)
@@ -57,24 +41,38 @@ def secrets(keys: tuple[object, ...]) -> list[str]:
 # --- defaults -------------------------------------------------------------------------------
 
 
+DEFAULTS: dict[str, object] = {
+    "service_host": "127.0.0.1",
+    "service_port": 8000,
+    "allowed_api_keys": (),
+    "allow_unauthenticated": False,
+    "log_level": "INFO",
+    "log_format": "json",
+    "request_timeout_s": 120.0,
+    "max_request_bytes": 10_485_760,
+    "shutdown_grace_s": 30.0,
+    "enable_security_headers": True,
+    "cors_allow_origins": (),
+    "ollama_base_url": "http://127.0.0.1:11434",
+    "cerebras_base_url": "https://api.cerebras.ai/v1",
+    "cerebras_api_key": None,
+    "custom_base_url": None,
+    "custom_api_key": None,
+    "providers_file": None,
+    "server_head_timeout_s": 10.0,
+    "server_max_head_bytes": 65_536,
+    "server_max_connections": 1000,
+    "server_keepalive_s": 5.0,
+    "store_url": None,
+    "admin_api_key": None,
+    "store_failure_mode": "closed",
+    "metrics_per_key": False,
+}
+
+
 def test_every_variable_has_its_documented_default() -> None:
     settings = load_settings()
-    assert settings.service_host == "127.0.0.1"
-    assert settings.service_port == 8000
-    assert settings.allowed_api_keys == ()
-    assert settings.allow_unauthenticated is False
-    assert settings.log_level == "INFO"
-    assert settings.log_format == "json"
-    assert settings.request_timeout_s == 120.0
-    assert settings.max_request_bytes == 10_485_760
-    assert settings.enable_security_headers is True
-    assert settings.cors_allow_origins == ()
-    assert settings.ollama_base_url == "http://127.0.0.1:11434"
-    assert settings.cerebras_base_url == "https://api.cerebras.ai/v1"
-    assert settings.cerebras_api_key is None
-    assert settings.custom_base_url is None
-    assert settings.custom_api_key is None
-    assert settings.providers_file is None
+    assert {name: getattr(settings, name) for name in Settings.model_fields} == DEFAULTS
 
 
 def test_defaults_hold_without_any_env_file() -> None:
@@ -104,6 +102,7 @@ def test_every_variable_is_read_from_the_environment(
         "LOG_FORMAT": "text",
         "REQUEST_TIMEOUT_S": "2.5",
         "MAX_REQUEST_BYTES": "2048",
+        "SHUTDOWN_GRACE_S": "4.5",
         "ENABLE_SECURITY_HEADERS": "false",
         "CORS_ALLOW_ORIGINS": "https://app.example",
         "OLLAMA_BASE_URL": "http://10.0.0.2:11434",
@@ -112,7 +111,16 @@ def test_every_variable_is_read_from_the_environment(
         "CUSTOM_BASE_URL": "http://10.0.0.3:8080/v1",
         "CUSTOM_API_KEY": CUSTOM_SECRET,
         "PROVIDERS_FILE": str(tmp_path / "providers.toml"),
+        "SERVER_HEAD_TIMEOUT_S": "20",
+        "SERVER_MAX_HEAD_BYTES": "131072",
+        "SERVER_MAX_CONNECTIONS": "50",
+        "SERVER_KEEPALIVE_S": "7.5",
+        "STORE_URL": "memory://",
+        "ADMIN_API_KEY": ADMIN_SECRET,
+        "STORE_FAILURE_MODE": "open",
+        "METRICS_PER_KEY": "true",
     }
+    assert set(values) == set(VARIABLES), "a new setting needs a value here"
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -124,6 +132,7 @@ def test_every_variable_is_read_from_the_environment(
     assert settings.log_format == "text"
     assert settings.request_timeout_s == 2.5
     assert settings.max_request_bytes == 2048
+    assert settings.shutdown_grace_s == 4.5
     assert settings.enable_security_headers is False
     assert settings.cors_allow_origins == ("https://app.example",)
     assert settings.ollama_base_url == "http://10.0.0.2:11434"
@@ -134,6 +143,15 @@ def test_every_variable_is_read_from_the_environment(
     assert settings.custom_api_key is not None
     assert settings.custom_api_key.get_secret_value() == CUSTOM_SECRET
     assert settings.providers_file == tmp_path / "providers.toml"
+    assert settings.server_head_timeout_s == 20
+    assert settings.server_max_head_bytes == 131_072
+    assert settings.server_max_connections == 50
+    assert settings.server_keepalive_s == 7.5
+    assert settings.store_url == "memory://"
+    assert settings.admin_api_key is not None
+    assert settings.admin_api_key.get_secret_value() == ADMIN_SECRET
+    assert settings.store_failure_mode == "open"
+    assert settings.metrics_per_key is True
 
 
 def test_request_timeout_is_the_builtin_providers_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
