@@ -5,28 +5,52 @@ against the session gateway (tests/node/ has the pinned SDK; `make setup` instal
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from tests.conftest import GATEWAY_KEY
+from tests.support.ci import running_in_ci
 from tests.support.fake_upstreams import OpenAICompatUpstream
 from tests.support.gateway import GatewayServer
 
 NODE_DIR = Path(__file__).parents[1] / "node"
+NODE_TESTS = NODE_DIR / "gateway.test.mjs"
 NODE_TIMEOUT_S = 45
+OLDEST_NODE = 20  # tests/node/package.json `engines`; `--test-reporter` exists from here on
+
+
+def _missing(message: str) -> NoReturn:
+    if running_in_ci():
+        pytest.fail(message)
+    pytest.skip(f"{message} (CI fails here)")
 
 
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        message = "node is not installed: the Node SDK conformance tests in tests/node/ cannot run"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(f"{message} (install Node.js >= 20 to run them; CI fails here)")
+        _missing(f"node is not installed: install Node.js >= {OLDEST_NODE} to run tests/node/")
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    if int(version.strip().lstrip("v").split(".")[0]) < OLDEST_NODE:
+        _missing(f"node {version.strip()} is older than {OLDEST_NODE}: tests/node/ cannot run")
     return node
+
+
+def tap_counts(tap: str) -> dict[str, int]:
+    """The `# tests N`, `# pass N`, `# fail N`... summary lines of a TAP report."""
+    found = re.findall(r"^# (tests|suites|pass|fail|cancelled|skipped|todo) (\d+)$", tap, re.M)
+    return {name: int(count) for name, count in found}
+
+
+def test_tap_counts_reads_the_summary() -> None:
+    tap = "TAP version 13\nok 1 - a\n1..2\n# tests 2\n# pass 1\n# fail 1\n# skipped 0\n"
+    assert tap_counts(tap) == {"tests": 2, "pass": 1, "fail": 1, "skipped": 0}
 
 
 def test_node_sdk_against_the_gateway(
@@ -44,8 +68,10 @@ def test_node_sdk_against_the_gateway(
         "OAI_GATEWAY_PROVIDER": "custom",
         "NO_COLOR": "1",
     }
+    # The file, not the directory: from Node 21 on, `--test` arguments are file patterns. The
+    # reporter is named because the default one depends on the version and on a terminal.
     done = subprocess.run(
-        [node, "--test", str(NODE_DIR)],
+        [node, "--test", "--test-reporter=tap", NODE_TESTS.name],
         cwd=NODE_DIR,
         env=env,
         capture_output=True,
@@ -55,7 +81,10 @@ def test_node_sdk_against_the_gateway(
     )
     output = f"--- node stdout ---\n{done.stdout}\n--- node stderr ---\n{done.stderr}"
     assert done.returncode == 0, output
-    assert "# fail 0" in done.stdout, output
+    written = len(re.findall(r"^test\(", NODE_TESTS.read_text(), re.M))
+    counts = tap_counts(done.stdout)
+    assert counts.get("tests") == counts.get("pass") == written, (counts, output)
+    assert counts.get("fail") == 0, output
     # The SDK's calls really went through the gateway to the upstream.
     paths = {r.path for r in custom_upstream.requests}
     assert {"/v1/models", "/v1/chat/completions", "/v1/embeddings"} <= paths, paths

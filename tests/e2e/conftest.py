@@ -13,7 +13,6 @@ the built-in `custom` provider and as the named provider `local` from a provider
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -24,6 +23,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.ci import running_in_ci
 from tests.support.gateway import GatewayServer, make_config
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -43,10 +43,6 @@ LLAMA_READY_TIMEOUT_S = 40.0
 
 _setup: setup_llm.State | None = None
 _setup_problem: tuple[bool, str] | None = None  # (may skip, reason)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def _run_setup(config: pytest.Config) -> None:
@@ -90,7 +86,7 @@ def _state() -> setup_llm.State:
     if _setup is not None:
         return _setup
     may_skip, reason = _setup_problem or (False, "the e2e setup hook did not run")
-    if may_skip and not _in_ci():
+    if may_skip and not running_in_ci():
         pytest.skip(f"E2E TIER SKIPPED — no real LLM server on this machine: {reason}")
     pytest.fail(f"e2e tier cannot run: {reason}" + (" (CI=true: not skipped)" if may_skip else ""))
 
