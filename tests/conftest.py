@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from oai_gateway.config.loader import Config
+from oai_gateway.upstream import client as upstream_client
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 from tests.support.spec import begin_test, take_violations
@@ -48,6 +50,18 @@ def _responses_match_openai_spec() -> Iterator[None]:
     yield
     violations = take_violations()
     assert not violations, "responses that break OpenAI's spec:\n" + "\n".join(violations)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_tracing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module that installs tracing (a global tracer provider, upstream request hooks) must
+    remove it, or every later module's requests run through it."""
+    yield
+    module = request.module.__name__
+    assert not upstream_client.REQUEST_HOOKS, f"{module} left upstream request hooks installed"
+    otel = sys.modules.get("opentelemetry.trace")
+    provider = getattr(otel, "_TRACER_PROVIDER", None)
+    assert provider is None, f"{module} left a global tracer provider: {provider!r}"
 
 
 @pytest.fixture(autouse=True)

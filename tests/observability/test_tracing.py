@@ -19,8 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util._once import Once
 
+from oai_gateway.observability import tracing
 from oai_gateway.observability.tracing import TracingMiddleware, enabled, instrument
+from oai_gateway.upstream import client as upstream_client
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
@@ -33,6 +36,23 @@ CHAT_ROUTE = "/{provider}/v1/chat/completions"
 WAIT_S = 3.0
 
 _exporter = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tracing_undone_after_the_module() -> Iterator[None]:
+    """The global tracer provider and the upstream hook are process-wide: later modules must
+    not trace their requests through what this one installed. OpenTelemetry lets a provider be
+    set once per process, so undoing it touches its private globals."""
+    hooks = list(upstream_client.REQUEST_HOOKS)
+    yield
+    upstream_client.REQUEST_HOOKS[:] = hooks
+    tracing._hook_installed = False
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    _exporter.clear()
 
 
 def _global_provider() -> None:
