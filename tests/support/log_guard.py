@@ -7,7 +7,6 @@ miss records). The session fails at its end, naming the records, if a key value 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import sys
@@ -16,28 +15,18 @@ from pathlib import Path
 
 import pytest
 
-# Modules whose key constants are configured somewhere in the suite; every UPPER_CASE string
-# constant in them whose name says KEY or SECRET is treated as a secret.
-SECRET_SOURCES = (
-    "tests.conftest",
-    "tests.test_cli",
-    "tests.api.test_auth",
-    "tests.config.test_providers_file",
-    "tests.observability.test_logging",
-    "tests.config.test_settings",
-    "tests.keys.test_store_settings",
-)
 _TESTS = Path(__file__).resolve().parents[1]
 _LOGGING = Path(logging.__file__).resolve().parent
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def configured_secrets() -> frozenset[str]:
+    """Every UPPER_CASE string constant whose name says KEY or SECRET in any test module loaded
+    (the session fixture runs after collection, so that is every module of the run): a key
+    added anywhere in the suite is watched without being listed here."""
     found: set[str] = set()
-    for name in SECRET_SOURCES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
+    for name, module in list(sys.modules.items()):
+        if name != "tests" and not name.startswith("tests."):
             continue
         for attr, value in vars(module).items():
             named = attr.isupper() and ("KEY" in attr or "SECRET" in attr)
