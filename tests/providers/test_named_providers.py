@@ -201,12 +201,11 @@ def test_per_provider_timeout(
 ) -> None:
     custom_upstream.fault = Fault(kind="delay_headers", delay_s=DELAY_S)
     body = {"model": ALLOWED, **CHAT, "stream": stream}
-    started = time.monotonic()
+    # The answer comes after DELAY_S, which the default timeout waits for (below): a 504 means
+    # slow's own, shorter timeout ended the wait before the answer came.
     response = api.post("/slow/v1/chat/completions", json=body)
-    elapsed = time.monotonic() - started
     error = assert_error(response, 504, "upstream_timeout")
     assert error["type"] == "api_error"
-    assert elapsed < DELAY_S
     # Same upstream, same delay, default timeout: the short one was slow's alone.
     started = time.monotonic()
     ok = api.post("/mini/v1/chat/completions", json={"model": ALLOWED, **CHAT})

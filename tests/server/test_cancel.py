@@ -31,6 +31,8 @@ from tests.support.gateway import open_raw as raw_post
 
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
 SETTLE_S = 3.0
+UPSTREAM_WAIT_S = 20.0
+HANG_UP_WAIT_S = 10.0
 
 
 def open_fds() -> int:
@@ -82,7 +84,9 @@ def gateway(
 ) -> Iterator[GatewayServer]:
     """Both ways a disconnect reaches the work: the gateway's own server protocol signals it;
     under any other ASGI server the router watches `receive()` in a task of its own."""
-    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=3)
+    # Upstream waits (20 s) and the gateway's own timeout (30 s) are far longer than the wait for
+    # a hang-up (10 s): an upstream that sees one can only have seen the client's, passed on.
+    config = config_for(custom_upstream, ollama_upstream, cerebras_upstream, request_timeout_s=30)
     http = EnvelopeHttpToolsProtocol if request.param == "disconnect-signal" else HttpToolsProtocol
     with GatewayServer(config, http) as server:
         yield server
@@ -103,9 +107,7 @@ def completions(provider: str, stream: bool) -> tuple[str, dict[str, Any]]:
 def check_nothing_left(
     gateway: GatewayServer, upstream: OpenAICompatUpstream, baseline: tuple[int, int]
 ) -> None:
-    started = time.monotonic()
-    assert upstream.wait_for_disconnect(2.0), "the upstream request was left running"
-    assert time.monotonic() - started < 1.5
+    assert upstream.wait_for_disconnect(HANG_UP_WAIT_S), "the upstream request was left running"
     tasks, fds = baseline
     ok, now = settles(lambda: gateway_tasks(gateway), tasks)
     assert ok, f"{now - tasks} gateway task(s) left behind"
@@ -119,7 +121,7 @@ def test_disconnect_mid_stream(
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
 ) -> None:
-    upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 40
+    upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 100  # 20 s
     conn = open_raw(gateway, *completions(provider, True))
     try:
         assert read_until(conn, b"data: {").startswith(b"HTTP/1.1 200")
@@ -134,7 +136,7 @@ def test_disconnect_before_the_first_token(
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
 ) -> None:
-    upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=2.8)
+    upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=UPSTREAM_WAIT_S)
     conn = open_raw(gateway, *completions(provider, True))
     try:
         assert upstream.wait_for_requests(1, 2.0)
@@ -149,7 +151,7 @@ def test_disconnect_during_a_plain_completion(
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
 ) -> None:
-    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
     conn = open_raw(gateway, *completions(provider, False))
     try:
         assert upstream.wait_for_requests(1, 2.0)
@@ -165,7 +167,7 @@ def test_disconnect_during_embeddings(
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
 ) -> None:
-    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
     body = {"model": EMBED_MODEL[provider], "input": ["one", "two"]}
     conn = open_raw(gateway, f"/{provider}/v1/embeddings", body)
     try:
@@ -183,7 +185,7 @@ def test_a_request_in_flight_costs_one_task_with_the_signal_two_without(
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
 ) -> None:
-    upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
+    upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
     conn = open_raw(gateway, *completions(provider, False))
     try:
         assert upstream.wait_for_requests(1, 2.0)

@@ -251,12 +251,14 @@ def test_slow_upstream_times_out(
     quick_client: httpx.Client, case: tuple[str, Call, OpenAICompatUpstream]
 ) -> None:
     provider, call, server = case
-    server.fault = Fault(kind="delay_headers", delay_s=1.0)
+    # The answer comes after 2 s, eight times the timeout: a 504 means the gateway's own clock
+    # ended the wait first; no upper bound on the time is needed, and none can flake.
+    server.fault = Fault(kind="delay_headers", delay_s=2.0)
     started = time.monotonic()
     response = call.request(quick_client, provider)
     elapsed = time.monotonic() - started
     check_error(response, 504, "api_error", "upstream_timeout", param=None)
-    assert 0.2 < elapsed < 0.9, elapsed
+    assert elapsed > 0.2, elapsed  # not before the timeout
     assert len(server.requests) == 1, "a timed-out request must not be retried"
     recovers(quick_client, provider, call, server)
 
@@ -321,9 +323,10 @@ def test_connection_refused_is_tried_three_times(
     error = check_error(call.request(http, provider), 502, "api_error", "upstream_error")
     elapsed = time.monotonic() - started
     assert "not reachable" in error["message"], error
-    # SPEC §4.2a: the first try plus at most two retries, with the short backoff between them.
+    # SPEC §4.2a: the first try plus at most two retries, with the short backoff between them
+    # (0.25 s in all): at least that long, and far from the seconds a long backoff would take.
     assert counter.count == 1 + upstream_module.CONNECT_RETRIES == 3, counter.count
-    assert 0.2 < elapsed < 2.0, elapsed
+    assert 0.2 < elapsed < 10.0, elapsed
 
 
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on with 0 s: close() sends RST
