@@ -79,7 +79,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
-                except Exception as exc:  # pragma: no cover - only a broken environment gets here
+                except Exception as exc:  # a store that cannot be opened, for one
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
