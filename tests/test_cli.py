@@ -41,7 +41,8 @@ def command(entry: str, *args: str) -> list[str]:
 def base_env(home: Path, **values: str) -> dict[str, str]:
     """Only what a process needs to run, so the machine's own settings cannot leak in."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    # Lets pytest-cov follow the subprocesses when coverage is being measured.
+    # Under `--cov`, coverage's `patch = ["subprocess"]` (pyproject.toml) sets
+    # COVERAGE_PROCESS_CONFIG; passing it on is what lets the children be measured too.
     env.update({k: v for k, v in os.environ.items() if k.startswith(("COV_CORE_", "COVERAGE_"))})
     env.update(values)
     return env
@@ -398,15 +399,26 @@ def test_two_workers_serve_then_stop_on_sigterm_with_status_0(
             response = httpx.get(f"{gateway.url}/custom/v1/models", headers=headers, timeout=5)
             assert response.status_code == 200, response.text
         children = descendants(gateway.process.pid)
-        assert len(children) >= 2, children  # two workers (and multiprocessing's helper)
+        # multiprocessing's resource tracker is a child too: count the spawned workers alone.
+        workers = {pid for pid in children if "spawn_main" in command_line(pid)}
+        assert len(workers) == 2, {pid: command_line(pid) for pid in children}
         status = gateway.terminate()
         log = gateway.log()
     assert status == 0, log
     assert "Traceback" not in log, log
+    for pid in workers:  # each worker ran a server of its own
+        assert f"Started server process [{pid}]" in log, log
     deadline = time.monotonic() + EXIT_TIMEOUT_S
     while (left := {pid for pid in children if alive(pid)}) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"worker processes outlived the supervisor: {left}"
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def alive(pid: int) -> bool:
