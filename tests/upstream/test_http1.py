@@ -410,10 +410,17 @@ def test_a_full_pool_waits_no_longer_than_the_connect_timeout(run: RunLoop) -> N
             stream = await client.request(
                 "POST", "/x", body=b"{}", request_id="r", timer=Timer(), stream=True
             )
+
+            async def consume() -> None:  # read as it comes: the connection stays in use
+                async for _ in stream.chunks():
+                    pass
+
+            reader = asyncio.create_task(consume())
             # The stream holds the connection for 2 s: failing at all means failing before it
             # came free, so the wait was bounded by the connect timeout, not by the stream.
             with pytest.raises(UpstreamTimeoutError, match="did not accept a connection in time"):
                 await call(client)
+            reader.cancel()
             stream.close()
         assert server.connections == 1
 
@@ -534,7 +541,12 @@ def test_transport_errors_map_into_the_gateway_tree() -> None:
     client = client_for(1)
     gateway_error = UpstreamError("already translated")
     assert client.transport_error(gateway_error) is gateway_error
-    assert isinstance(client.transport_error(http1.ConnectTimeoutError()), UpstreamTimeoutError)
+    timeout = client.transport_error(http1.ConnectTimeoutError("no connection in time"))
+    assert isinstance(timeout, UpstreamTimeoutError)
+    refused = client.transport_error(http1.ConnectError("connection refused"))
+    assert "not reachable (connection refused)" in str(refused)
+    tls = client.transport_error(http1.TLSError("certificate verification failed: expired"))
+    assert "refused a secure connection: certificate verification failed" in str(tls)
     unknown = client.transport_error(RuntimeError("?"))
     assert isinstance(unknown, GatewayError)
     assert "invalid HTTP response" in str(unknown)

@@ -32,6 +32,9 @@ class Config:
             values.append(self.settings.admin_api_key.get_secret_value())
         if self.settings.store_url and (password := urlsplit(self.settings.store_url).password):
             values.append(password)
+        # A configured header value may be a credential too (an API key under another name);
+        # short ones cannot be, and redacting them would mangle ordinary text.
+        values += [v for p in self.providers for v in p.headers.values() if len(v) >= 8]
         return values
 
 

@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oai_gateway.keys.store import ADMIN_KEY_MIN, check_store_url
+from oai_gateway.upstream.client import header_problem
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ProviderKind = Literal["openai", "ollama", "cerebras"]
@@ -72,6 +73,12 @@ def http_url(value: str, *, strip_v1: bool = False) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+    if parts.username is not None or parts.password is not None:
+        # Not echoed, it holds a password. Credentials go in the provider's key or headers.
+        raise ValueError(
+            "must not contain user:password@; give credentials as the provider's API key or "
+            "headers (got a URL with credentials, not shown)"
+        )
     if parts.query or parts.fragment:
         raise ValueError(f"must not contain a query or fragment (got {value!r})")
     url = value.strip().rstrip("/")
@@ -245,7 +252,6 @@ class ProviderSpec:
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_RESERVED_HEADERS = frozenset({"authorization", "content-length", "host", "transfer-encoding"})
 _DEFAULT_URLS: Mapping[str, str] = {
     "ollama": "http://127.0.0.1:11434",
     "cerebras": "https://api.cerebras.ai/v1",
@@ -264,10 +270,11 @@ def _env_name(value: str | None) -> str | None:
 
 def _headers(value: dict[str, str]) -> dict[str, str]:
     for name, text in value.items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+        if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header name {name!r} is not allowed")
-        if "\r" in text or "\n" in text:
-            raise ValueError(f"header {name!r} contains a line break")
+        problem = header_problem(name, text)
+        if problem is not None:
+            raise ValueError(problem)
     return value
 
 

@@ -8,6 +8,7 @@ docs/performance.md. Nothing outside these two modules touches an upstream socke
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +21,8 @@ from oai_gateway.upstream import http1
 CONNECT_RETRIES = 2
 _RETRY_BACKOFF_S = (0.05, 0.2)
 MAX_BODY_BYTES = 128 * 1024 * 1024
+# An error answer is only ever shown in part (a message, a code): more than this is never read.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 # Shorter than the 5 s idle limit of common servers, so a pooled connection is dropped here
 # before the upstream closes it under a request that could then not be retried.
 _KEEPALIVE_S = 4.0
@@ -65,12 +68,15 @@ class UpstreamResponse:
         return value.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
-        """The whole body, at most MAX_BODY_BYTES (an oversized body is an upstream error)."""
+        """The whole body, at most MAX_BODY_BYTES (an oversized body is an upstream error);
+        of an error answer (status >= 400) at most its first MAX_ERROR_BODY_BYTES."""
         connection = self._connection
         if connection is None:
             return b""
         started = time.perf_counter()
         try:
+            if self.status >= 400:
+                return await self._prefix(connection, MAX_ERROR_BODY_BYTES)
             if int(self.headers.get("content-length", 0)) > MAX_BODY_BYTES:
                 raise http1.BodyTooLargeError
             return await connection.read_body(MAX_BODY_BYTES)
@@ -83,6 +89,16 @@ class UpstreamResponse:
         finally:
             self._timer.upstream_s += time.perf_counter() - started
             self.close()
+
+    @staticmethod
+    async def _prefix(connection: http1.Connection, limit: int) -> bytes:
+        """At most `limit` bytes of the body; the rest is never read (the connection closes)."""
+        parts: list[bytes] = []
+        size = 0
+        while size < limit and (part := await connection.read_chunk()):
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)[:limit]
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; waits between them are bounded by the provider timeout."""
@@ -119,7 +135,10 @@ class UpstreamClient:
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url}")
+            raise ValueError("not an http(s) URL")
+        if url.username is not None or url.password is not None or url.query:
+            # Refused in configuration already (settings.http_url); never sent nor shown.
+            raise ValueError("a base URL must not carry user:password@ or a query")
         self.base_url = base_url
         self.label = label
         self.host = url.hostname
@@ -130,7 +149,7 @@ class UpstreamClient:
         self._pool_size = pool_size
         self.timeout_s = timeout_s
         self._connect_s = min(timeout_s, _MAX_CONNECT_S)
-        self._fixed_head = _header_lines({"host": url.netloc.rpartition("@")[2], **headers})
+        self._fixed_head = _header_lines({"host": url.netloc, **headers})
         self._pool: http1.Pool | None = None
         # SPEC §4.2a; a member of a provider with several upstreams moves on instead (§11).
         self.connect_retries = CONNECT_RETRIES
@@ -164,34 +183,64 @@ class UpstreamClient:
         pool = self._pool
         if pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        until = None if stream else self._until(pool, deadline)
-        for attempt in range(self.connect_retries + 1):
-            traced: dict[str, str] = {}
-            tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
-            head = self._head(method, path, body, request_id, traced)
-            started = time.perf_counter()
+        until = self._until(pool, stream, deadline)
+        send = functools.partial(
+            self._attempt, pool, method, path, body=body, request_id=request_id, timer=timer
+        )
+        attempt = 0
+        stale_retried = False
+        while True:
             try:
-                connection = await self._exchange(pool, head, body, until)
-            except _TRANSPORT_FAILURES as exc:
-                self._finished(tokens, None, exc)
-                if not isinstance(exc, http1.ConnectError) or attempt >= self.connect_retries:
+                return await send(until=until)
+            except http1.ConnectError as exc:
+                if not exc.retryable or attempt >= self.connect_retries:
                     raise _unanswered(self.transport_error(exc), exc) from None
-                await asyncio.sleep(_RETRY_BACKOFF_S[attempt])
-                continue
-            finally:
-                timer.upstream_s += time.perf_counter() - started
-            self._finished(tokens, connection.status, None)
-            return UpstreamResponse(self, connection, timer)
-        raise AssertionError("unreachable")  # pragma: no cover
+                await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+            except http1.DisconnectedError as exc:
+                # A pooled connection the upstream had closed while idle: it never read this
+                # request, so it goes once more on a new connection.
+                if not exc.stale or stale_retried:
+                    raise _unanswered(self.transport_error(exc), exc) from None
+                stale_retried = True
+            except (TimeoutError, http1.ProtocolError) as exc:
+                raise _unanswered(self.transport_error(exc), exc) from None
 
-    def _until(self, pool: http1.Pool, deadline: float | None) -> float:
-        """When a non-streaming answer must be complete, on the loop's clock. It has one budget,
-        shared by all upstream calls of one client request; a stream has none in total, only a
-        bound on each silence."""
+    def _until(self, pool: http1.Pool, stream: bool, deadline: float | None) -> float | None:
+        # A non-streaming answer has one budget, shared by all upstream calls of one client
+        # request; a stream has none in total, only a bound on each silence.
+        if stream:
+            return None
         until = pool.loop.time() + self.timeout_s
         if deadline is not None:
             until = min(until, pool.loop.time() + max(deadline - time.monotonic(), 0.001))
         return until
+
+    async def _attempt(
+        self,
+        pool: http1.Pool,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        request_id: str,
+        timer: Timer,
+        until: float | None,
+    ) -> UpstreamResponse:
+        """One try, seen by the request hooks: a connection, the request, the answer's head."""
+        traced: dict[str, str] = {}
+        tokens = [hook.started(self, method, path, traced) for hook in REQUEST_HOOKS]
+        head = self._head(method, path, body, request_id, traced)
+        started = time.perf_counter()
+        try:
+            connection = await self._exchange(pool, head, body, until)
+        except BaseException as exc:
+            self._finished(tokens, None, exc)
+            raise
+        finally:
+            timer.upstream_s += time.perf_counter() - started
+        self._finished(tokens, connection.status, None)
+        return UpstreamResponse(self, connection, timer)
 
     async def _exchange(
         self, pool: http1.Pool, head: bytes, body: bytes | None, until: float | None
@@ -243,8 +292,12 @@ class UpstreamClient:
             return UpstreamTimeoutError(
                 f"{self.label} did not accept a connection in time: {self._unreachable_hint}."
             )
+        if isinstance(exc, http1.TLSError):
+            return UpstreamError(f"{self.label} refused a secure connection: {exc.reason}.")
         if isinstance(exc, http1.ConnectError):
-            return UpstreamError(f"{self.label} is not reachable: {self._unreachable_hint}.")
+            return UpstreamError(
+                f"{self.label} is not reachable ({exc.reason}): {self._unreachable_hint}."
+            )
         if isinstance(exc, TimeoutError):
             return UpstreamTimeoutError(
                 f"{self.label} did not answer within {self.timeout_s:g} s; retry later, or raise "
@@ -255,18 +308,12 @@ class UpstreamClient:
         return UpstreamError(f"{self.label} sent an invalid HTTP response.")
 
 
-_TRANSPORT_FAILURES = (
-    http1.ConnectError,
-    TimeoutError,
-    http1.DisconnectedError,
-    http1.ProtocolError,
-)
-
-
 def _unanswered(error: GatewayError, cause: BaseException) -> GatewayError:
     """Name a failure that happened before any answer head, which another upstream may retry."""
     if isinstance(cause, http1.ConnectTimeoutError):
         error.failure = "connect_timeout"
+    elif isinstance(cause, http1.TLSError):
+        error.failure = "tls"
     elif isinstance(cause, http1.ConnectError):
         error.failure = "refused"
     elif isinstance(cause, http1.DisconnectedError):
@@ -274,22 +321,63 @@ def _unanswered(error: GatewayError, cause: BaseException) -> GatewayError:
     return error
 
 
+# Set by the gateway on every request, or hop-by-hop: a provider's configured headers cannot.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-request-id",
+    }
+)
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a configured header cannot be sent upstream, or None (names compared lower-case)."""
+    if not name or any(c in name for c in " \t\r\n\0:"):
+        return f"header name {name!r} is not a valid field name"
+    if name.lower() in RESERVED_HEADERS:
+        return f"header {name!r} is set by the gateway and cannot be configured"
+    if any(c in value for c in "\r\n\0"):
+        return f"header {name!r} has a line break or NUL in its value"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"header {name!r} has a value that is not latin-1 (HTTP/1.1 sends bytes)"
+    return None
+
+
 def _header_lines(headers: Mapping[str, str]) -> str:
     for name, value in headers.items():
         if any(c in name + value for c in "\r\n\0") or ":" in name:
             raise ValueError(f"header {name!r} has a line break or colon where none may be")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name!r} has a value that is not latin-1") from None
     return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
 
 
 def json_headers(api_key: str | None, extra: Mapping[str, str]) -> dict[str, Any]:
-    """The headers sent on every upstream call of a provider; the client's own never are."""
+    """The headers sent on every upstream call of a provider; the client's own never are.
+
+    Names are lower-cased, so a configured `Accept` replaces the default instead of being
+    sent beside it."""
     headers: dict[str, Any] = {
         "accept": "application/json",
         # Said outright: the client decodes no compression, and none is worth it on the hot path.
         "accept-encoding": "identity",
         "user-agent": "oai-gateway",
     }
-    headers.update(extra)
+    headers.update((name.lower(), value) for name, value in extra.items())
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     return headers

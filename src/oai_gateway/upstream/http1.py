@@ -3,12 +3,18 @@
 The gateway's upstream traffic is one shape only (a request head rendered ahead of time, a JSON
 body, an answer read whole or relayed as it arrives), so a general-purpose client spends most of
 its time on things never used here. This module does that one shape on plain asyncio protocols;
-`upstream.py` puts the gateway's policy (timeouts, retries, limits, errors) on top.
+`client.py` puts the gateway's policy (timeouts, retries, limits, errors) on top.
+
+A connection is an explicit state machine (`State`), and one rule, `Connection.reusable()`, decides
+whether it may carry another request: only a finished exchange with no byte past its message, on
+a kept-alive connection whose reading is not paused. Anything else is closed, so no byte an
+upstream sent during one request can ever be read as the answer to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import ssl
 from collections import deque
 from typing import Final, cast
@@ -20,22 +26,56 @@ import httptools
 # buffer an upstream's answer without bound; the next read takes it all and resumes.
 _PAUSE_AT: Final = 1024 * 1024
 _JOIN_BELOW: Final = 64 * 1024
+# One budget for an answer's heads (interim ones included), chunk extensions and trailers, and a
+# cap on its header fields: a hostile upstream cannot make the gateway buffer or re-join headers.
+MAX_HEAD_BYTES: Final = 64 * 1024
+MAX_HEADER_FIELDS: Final = 128
+# Room for the framing of one chunk (size line, CRLFs), so only extensions and trailers count.
+_CHUNK_FRAMING: Final = 32
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # new or pooled: no exchange
+    SENT = "request sent"  # the request is written; the answer's head is not complete
+    HEAD = "head"  # the head is complete, no body byte yet
+    BODY = "body"
+    DONE = "done"  # the answer's message is complete
+    CLOSED = "closed"
 
 
 class ConnectError(Exception):
     """The connection could not be opened: the upstream never saw the request."""
+
+    retryable = True  # another try may succeed (refused, unreachable, timed out)
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ConnectTimeoutError(ConnectError):
     """Opening the connection took longer than allowed."""
 
 
+class TLSError(ConnectError):
+    """The TLS handshake failed (a certificate not verified, a protocol mismatch): not retried,
+    since the same certificate fails the same way."""
+
+    retryable = False
+
+
 class ProtocolError(Exception):
-    """The upstream's bytes are not a valid HTTP/1.1 response."""
+    """The upstream's bytes are not a valid HTTP/1.1 response, or exceed what is accepted."""
 
 
 class DisconnectedError(Exception):
     """The upstream closed the connection before its answer was complete."""
+
+    def __init__(self, *, stale: bool = False) -> None:
+        super().__init__("stale keep-alive connection" if stale else "connection closed")
+        # A pooled connection closed before any byte of its answer: the upstream dropped it
+        # while idle and never read the request, so sending again on a new one is safe.
+        self.stale = stale
 
 
 class BodyTooLargeError(Exception):
@@ -43,91 +83,89 @@ class BodyTooLargeError(Exception):
 
 
 class ReadTimeoutError(TimeoutError):
-    """The answer (or, when streaming, the next part of it) did not come in time."""
+    """The answer (or, when streaming, the next part of it) did not come in time, or the
+    gateway's consumer of it did not read it in time."""
 
 
-class Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+class WriteTimeoutError(ReadTimeoutError):
+    """The upstream did not read the request in time."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-        self._loop = pool.loop
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle_limit = 0.0
-        self._last_data = 0.0
-        self._paused = False
-        self._busy = False
-        self.closed = False
-        self.idle_since = 0.0
-        self._reset()
+
+class _StopParsingError(Exception):
+    """Raised inside a parser callback to stop parsing; the reason is in `Connection._error`."""
+
+
+class _Answer:
+    """The answer being read on a connection: what httptools' callbacks make of its bytes."""
+
+    state: State
+    _loop: asyncio.AbstractEventLoop
+    _parser: httptools.HttpResponseParser
+    _transport: asyncio.Transport | None
+    _paused: bool
+
+    def _wake(self) -> None:
+        raise NotImplementedError
 
     def _reset(self) -> None:
+        """Forget the previous answer: a new exchange starts."""
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._headers_done = False
+        self._fields: list[tuple[str, str]] = []
         self._interim = False
         self._keep_alive = False
         self._complete = False
+        self._past_message = False  # bytes arrived after the message: never reusable
         self._error: BaseException | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._overhead = 0  # bytes of this answer that are not body
+        self._received = 0
         self._body_limit: int | None = None
+        self._last_data = self._last_read = self._loop.time()
 
-    # -- asyncio.Protocol -----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without inheriting from it.
-        self._transport = cast("asyncio.Transport", transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._busy:
-            self.close()  # bytes nobody asked for: the connection can no longer be trusted
-            return
-        self._last_data = self._loop.time()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(str(exc)))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._pool.forget(self)
-        if self._busy and not self._complete and self._error is None:
-            if self._headers_done and self._until_close():
-                self._complete = True
-            else:
-                self._error = DisconnectedError()
-        self._wake()
-
-    # -- httptools callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.state is State.DONE:
+            self._past_message = True  # a second message nobody asked for has begun
+            raise _StopParsingError
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        self.headers[key] = text if previous is None else f"{previous}, {text}"
+        if self.state is State.SENT:
+            self._fields.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+            if len(self._fields) > MAX_HEADER_FIELDS:
+                self._error = ProtocolError(f"more than {MAX_HEADER_FIELDS} header fields")
+                raise _StopParsingError
+        # A trailer field: counted in the byte budget, never merged into the headers.
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if status == 101:
+            self._error = ProtocolError("the upstream switched protocols, which nobody asked for")
+            raise _StopParsingError
         if 100 <= status < 200:
             # An interim answer (103 Early Hints, a stray 100 Continue): the real one follows.
-            self.headers = {}
+            self._fields = []
             self._interim = True
             return
         self.status = status
+        self.headers = _joined(self._fields)
+        self._fields = []
         self._keep_alive = self._parser.should_keep_alive()
-        self._headers_done = True
+        self.state = State.HEAD
         self._wake()
 
+    def on_chunk_header(self) -> None:
+        self._overhead -= _CHUNK_FRAMING
+
     def on_body(self, body: bytes) -> None:
+        self.state = State.BODY
+        self._overhead -= len(body)
         self._chunks.append(body)
         self._buffered += len(body)
         if self._body_limit is not None:  # read whole: nobody to wake until it is complete
             if self._buffered > self._body_limit:
-                self._fail(BodyTooLargeError())
+                self._error = BodyTooLargeError()
+                raise _StopParsingError
             return
         if self._buffered > _PAUSE_AT and not self._paused and self._transport is not None:
             self._paused = True
@@ -138,7 +176,95 @@ class Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        self.state = State.DONE
         self._complete = True
+        self._wake()
+
+    def _take(self) -> bytes:
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        self._resume()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None and self.state is not State.CLOSED:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _until_close(self) -> bool:
+        """A body without a length or chunked framing ends when the connection does."""
+        coding = self.headers.get("transfer-encoding", "").rpartition(",")[2].strip().lower()
+        return coding != "chunked" and "content-length" not in self.headers
+
+
+class Connection(_Answer, asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_limit = 0.0
+        self._paused = False
+        self._exchanges = 0
+        self.state = State.IDLE
+        self.idle_since = 0.0
+        self._reset()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def reusable(self) -> bool:
+        """The one rule for the pool: done, nothing past the message, keep-alive, not paused."""
+        return (
+            self.state is State.DONE
+            and not self._past_message
+            and self._keep_alive
+            and not self._paused
+        )
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self._transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.DONE:
+            self._past_message = True
+            return
+        if self.state not in (State.SENT, State.HEAD, State.BODY):
+            self.close()  # bytes nobody asked for: the connection can no longer be trusted
+            return
+        self._last_data = self._loop.time()
+        self._received += len(data)
+        self._overhead += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the upstream switched protocols, which nobody asked for"))
+        except httptools.HttpParserError as exc:
+            if self._complete:
+                self._past_message = True  # garbage after a complete answer: that answer stands
+            else:
+                self._fail(self._error or ProtocolError(str(exc)))
+        if not self._complete and self._overhead > MAX_HEAD_BYTES:
+            self._fail(ProtocolError(f"head or trailers larger than {MAX_HEAD_BYTES} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was, self.state = self.state, State.CLOSED
+        self._pool.forget(self)
+        if was in (State.SENT, State.HEAD, State.BODY) and self._error is None:
+            if was is not State.SENT and self._until_close():
+                self._complete = True
+            else:
+                # A clean close (no reset) of a reused connection before any byte of the answer.
+                stale = exc is None and self._exchanges > 1 and self._received == 0
+                self._error = DisconnectedError(stale=stale)
         self._wake()
 
     # -- one exchange ---------------------------------------------------------------------
@@ -146,12 +272,14 @@ class Connection(asyncio.Protocol):
     def send(
         self, head: bytes, body: bytes | None, *, deadline: float | None, idle_limit: float
     ) -> None:
-        """Write a whole request; `deadline` bounds the answer, `idle_limit` each wait for it."""
-        assert self._transport is not None
+        """Write a whole request; `deadline` bounds the answer, `idle_limit` each wait for it
+        and each pause of its consumer."""
+        if self.state is not State.IDLE or self._transport is None:
+            raise RuntimeError(f"a request sent on a connection in state {self.state.value}")
         self._reset()
-        self._busy = True
+        self.state = State.SENT
+        self._exchanges += 1
         self._idle_limit = idle_limit
-        self._last_data = self._loop.time()
         when = deadline if deadline is not None else self._last_data + idle_limit
         self._timer = self._loop.call_at(when, self._on_timer, deadline is not None)
         if body is None:
@@ -162,7 +290,7 @@ class Connection(asyncio.Protocol):
             self._transport.writelines((head, body))
 
     async def read_head(self) -> None:
-        while not self._headers_done:
+        while self.status == 0:
             if self._error is not None:
                 raise self._error
             await self._wait()
@@ -170,17 +298,11 @@ class Connection(asyncio.Protocol):
     async def read_chunk(self) -> bytes:
         """The next part of the body as it arrived, or b"" once the body is complete."""
         while True:
+            self._last_read = self._loop.time()
             if self._chunks:
                 # Everything that has arrived leaves together: a relay then forwards the events
                 # of one upstream read in one write instead of one per chunk of the framing.
-                chunks, self._chunks = self._chunks, []
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self._buffered = 0
-                if self._paused:
-                    self._paused = False
-                    assert self._transport is not None
-                    self._transport.resume_reading()
-                return data
+                return self._take()
             if self._complete:
                 return b""
             if self._error is not None:
@@ -192,26 +314,21 @@ class Connection(asyncio.Protocol):
         self._body_limit = limit
         if self._buffered > limit:
             raise BodyTooLargeError
-        if self._paused:
-            self._paused = False
-            assert self._transport is not None
-            self._transport.resume_reading()
+        self._resume()
         while not self._complete:
             if self._error is not None:
                 raise self._error
             await self._wait()
-        chunks, self._chunks = self._chunks, []
-        self._buffered = 0
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._take()
 
     def release(self) -> None:
-        """End the exchange: a finished, reusable connection goes back to the pool."""
+        """End the exchange: a reusable connection goes back to the pool, any other closes."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        reusable = self._complete and self._keep_alive and not self._chunks
-        self._busy = False
-        if reusable and not self.closed:
+        if self.reusable():
+            self.state = State.IDLE
+            self._chunks, self._buffered = [], 0
             self.idle_since = self._loop.time()
             self._pool.put_back(self)
         else:
@@ -219,27 +336,42 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Drop the connection at once; an upstream mid-answer sees it and can stop working."""
-        if self._transport is not None and not self.closed:
+        if self._transport is not None and self.state is not State.CLOSED:
             self._transport.abort()
-        self.closed = True
+        self.state = State.CLOSED
 
     # -- internals ------------------------------------------------------------------------
 
-    def _until_close(self) -> bool:
-        """A body without a length or chunked framing ends when the connection does."""
-        return "content-length" not in self.headers and "transfer-encoding" not in self.headers
-
     def _on_timer(self, absolute: bool) -> None:
         self._timer = None
-        if not self._busy or self._complete:
+        if self.state not in (State.SENT, State.HEAD, State.BODY, State.DONE):
             return
         now = self._loop.time()
-        quiet_until = self._last_data + self._idle_limit
-        if not absolute and (self._paused or self._waiter is None or now < quiet_until):
-            # Not the upstream's silence: data came recently, or nobody is waiting for it.
-            self._timer = self._loop.call_at(max(quiet_until, now + 0.05), self._on_timer, False)
+        if absolute and self.state is not State.DONE:
+            self._fail(self._timeout_error())
             return
-        self._fail(ReadTimeoutError())
+        if self._waiter is None:
+            # Nobody is reading: the gateway's consumer (a slow client) is behind, not the
+            # upstream. It gets as long as the upstream does, then the slot is given back.
+            until = self._last_read + self._idle_limit
+            if now < until:
+                self._timer = self._loop.call_at(until, self._on_timer, False)
+            elif self.state is State.DONE:
+                self.close()  # the answer stays readable; the pool slot is free
+            else:
+                self._fail(ReadTimeoutError("the answer was not read in time"))
+            return
+        quiet_until = self._last_data + self._idle_limit
+        if now < quiet_until:
+            self._timer = self._loop.call_at(quiet_until, self._on_timer, False)
+            return
+        self._fail(self._timeout_error())
+
+    def _timeout_error(self) -> ReadTimeoutError:
+        unsent = self._transport is not None and self._transport.get_write_buffer_size() > 0
+        if self.state is State.SENT and unsent:
+            return WriteTimeoutError("the upstream did not read the request in time")
+        return ReadTimeoutError("the upstream did not answer in time")
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -259,6 +391,20 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _joined(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Header fields by name, repeated ones joined once with `, ` (RFC 9110 §5.3)."""
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
+    for name, value in fields:
+        if name not in headers:
+            headers[name] = value
+        else:
+            repeated.setdefault(name, [headers[name]]).append(value)
+    for name, values in repeated.items():
+        headers[name] = ", ".join(values)
+    return headers
 
 
 class Pool:
@@ -288,7 +434,7 @@ class Pool:
         oldest = self.loop.time() - self._idle_s
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and connection.idle_since > oldest:
+            if connection.state is State.IDLE and connection.idle_since > oldest:
                 return connection
             connection.close()
             self.forget(connection)
@@ -296,7 +442,7 @@ class Pool:
             async with asyncio.timeout(connect_timeout):
                 while len(self._open) >= self._size:
                     handed = await self._wait_for_turn()
-                    if handed is not None and not handed.closed:
+                    if handed is not None and handed.state is State.IDLE:
                         return handed
                 return await self._connect()
         except TimeoutError:
@@ -317,7 +463,7 @@ class Pool:
         except BaseException as exc:
             self.forget(placeholder)  # its slot goes to whoever waits
             if isinstance(exc, OSError):
-                raise ConnectError(str(exc) or type(exc).__name__) from None
+                raise _connect_error(exc) from None
             raise
         # The slot passes straight to the new connection; nobody waiting is woken for it.
         self._open.discard(placeholder)
@@ -363,3 +509,14 @@ class Pool:
         for connection in list(self._open):
             connection.close()
         self._idle.clear()
+
+
+def _connect_error(exc: OSError) -> ConnectError:
+    """The reason a connection failed, kept: a TLS failure is not an unreachable upstream."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TLSError(f"certificate verification failed: {exc.verify_message or exc.reason}")
+    if isinstance(exc, ssl.SSLError):
+        return TLSError(f"TLS handshake failed: {exc.reason or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError("connection refused")
+    return ConnectError(exc.strerror or str(exc) or type(exc).__name__)

@@ -27,12 +27,13 @@ class SSEParser:
     with LF, comments and other fields ignored. `event: error` marks the data as an error.
     """
 
-    __slots__ = ("_buffer", "_data", "_event", "_skip_lf")
+    __slots__ = ("_buffer", "_data", "_event", "_size", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._data: list[bytes] = []
         self._event = b""
+        self._size = 0  # bytes of the event being read: its data lines so far
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
@@ -48,8 +49,8 @@ class SSEParser:
         *lines, rest = buffer.split(b"\n")
         for line in lines:
             self._line(line, events)
-        if len(rest) > MAX_EVENT_BYTES:
-            raise SSEProtocolError("an event line is larger than the gateway accepts")
+        if self._size + len(rest) > MAX_EVENT_BYTES:
+            raise SSEProtocolError("an event is larger than the gateway accepts")
         self._buffer = rest
         return events
 
@@ -59,6 +60,7 @@ class SSEParser:
                 events.append((self._event, b"\n".join(self._data)))
             self._data = []
             self._event = b""
+            self._size = 0
             return
         if line.startswith(b":"):
             return
@@ -66,6 +68,10 @@ class SSEParser:
         if value.startswith(b" "):
             value = value[1:]
         if name == b"data":
+            # One event of many short lines is as large as one of a long line: bound the event.
+            self._size += len(value) + 1
+            if self._size > MAX_EVENT_BYTES:
+                raise SSEProtocolError("an event is larger than the gateway accepts")
             self._data.append(value)
         elif name == b"event":
             self._event = value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json as _json
+import socket
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -293,7 +295,7 @@ class UpstreamServer:
                 headers["Content-Type"] = "application/json" if is_json else "text/plain"
             return web.Response(status=fault.status, body=fault.body, headers=headers)
         if fault.kind == "reset_before_headers":
-            _close_transport(request)
+            _close_transport(request, reset=True)
             return web.Response()  # never written: aiohttp drops it on the closed transport
         if fault.kind == "invalid_json":
             body = fault.body or b'{"id": "truncated", "choices": [<html>'
@@ -375,6 +377,12 @@ def _failed_event(sequence_number: int) -> bytes:
     )
 
 
-def _close_transport(request: web.Request) -> None:
+def _close_transport(request: web.Request, *, reset: bool = False) -> None:
+    """Close the connection; with `reset` as a reset (RST, not FIN): the upstream took the
+    request and dropped it, which the gateway must not mistake for a kept-alive connection
+    closed while idle."""
     if request.transport is not None:
+        sock = request.transport.get_extra_info("socket")
+        if reset and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         request.transport.close()
