@@ -18,7 +18,7 @@ import struct
 from collections import Counter
 
 from oai_gateway.upstream.client import UpstreamClient
-from tests.test_http1 import RunLoop, Timer, run
+from tests.upstream.test_http1 import RunLoop, Timer, run
 
 __all__ = ["run"]
 

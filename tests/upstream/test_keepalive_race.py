@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 
-from tests.test_http1 import OK_HEAD, RunLoop, ScriptedServer, call, run, serving
+from tests.upstream.test_http1 import OK_HEAD, RunLoop, ScriptedServer, call, run, serving
 
 __all__ = ["run"]
 IDLE_S = 0.02

@@ -16,7 +16,7 @@ import trustme
 
 from oai_gateway.errors import UpstreamError
 from oai_gateway.upstream.client import UpstreamClient
-from tests.test_http1 import OK_HEAD, RunLoop, ScriptedServer, Timer, run
+from tests.upstream.test_http1 import OK_HEAD, RunLoop, ScriptedServer, Timer, run
 
 __all__ = ["run"]
 
