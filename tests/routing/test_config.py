@@ -141,7 +141,7 @@ def test_one_line_per_problem_in_the_provider_table(
         ),
         (
             'base_url = "http://x:1"\nheaders = { "Host" = "x" }',
-            "upstreams.1.headers: header name 'Host' is not allowed",
+            "upstreams.1.headers: header 'Host' is set by the gateway and cannot be configured",
         ),
         ('base_url = "http://x:1"\nprice = 1', "upstreams.1.price: unknown key"),
         ("weight = 2", "upstreams.1.base_url: Field required"),
