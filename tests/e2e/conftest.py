@@ -119,7 +119,13 @@ def providers_file(
         "[providers.wrongkey]\n"
         'kind = "openai"\n'
         f'base_url = "{llama.base_url}"\n'
-        'api_key_env = "WRONG_LLM_KEY"\n',
+        'api_key_env = "WRONG_LLM_KEY"\n'
+        # The same server's chat endpoint behind the Responses API (SPEC §9 translate mode).
+        "[providers.translated]\n"
+        'kind = "openai"\n'
+        f'base_url = "{llama.base_url}"\n'
+        f'api_key_env = "{LOCAL_KEY_ENV}"\n'
+        'responses = "translate"\n',
         encoding="utf-8",
     )
     return path
