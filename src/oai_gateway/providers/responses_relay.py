@@ -44,6 +44,10 @@ async def native_frames(
             if pieces:
                 yield b"".join(pieces)
                 pieces = []
+            if ended:
+                # The final event ends the stream for the client now: clients hang up as soon
+                # as they have it, and the upstream may keep its connection open a while.
+                return
         if not ended:
             raise UpstreamError(f"{label} ended the stream before it was complete.")
     except SSEProtocolError as exc:
