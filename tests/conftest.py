@@ -15,14 +15,18 @@ from oai_gateway.upstream import client as upstream_client
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 from tests.support.spec import begin_test, take_violations
+from tests.support.values import (
+    CEREBRAS_KEY,
+    CHAT_MODEL,
+    CUSTOM_KEY,
+    GATEWAY_KEY,
+    PROVIDERS,
+)
+
+# Test modules still import these names from here; tests/support/values.py is their home.
+__all__ = ["CEREBRAS_KEY", "CHAT_MODEL", "CUSTOM_KEY", "GATEWAY_KEY", "PROVIDERS"]
 
 pytest_plugins = ["tests.support.log_guard"]  # fails the session if a log record carries a key
-
-GATEWAY_KEY = "gw-test-key-0123456789"
-CUSTOM_KEY = "sk-upstream-custom-secret-42"
-CEREBRAS_KEY = "csk-upstream-cerebras-secret-42"
-PROVIDERS = ("custom", "ollama", "cerebras")
-CHAT_MODEL = {"custom": "gpt-test", "ollama": "llama3.2:1b", "cerebras": "gpt-oss-120b"}
 
 
 @pytest.fixture(scope="session")

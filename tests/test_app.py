@@ -11,7 +11,7 @@ from pathlib import Path
 from oai_gateway.app import create_app
 from oai_gateway.server.asgi import Message
 from tests.support.gateway import make_config
-from tests.test_cli import free_port
+from tests.support.sockets import free_port
 
 NOT_A_DATABASE = b"this file is no SQLite database, though its name says one " * 4
 

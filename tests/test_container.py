@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from tests.support.gateway import GatewayServer
-from tests.test_cli import free_port
+from tests.support.sockets import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 
@@ -16,31 +16,8 @@ CHAT_BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}
 SECOND_KEY = "gw-second-key-abcdef"
 
 
-def assert_error(
-    response: httpx.Response,
-    status: int,
-    *,
-    code: str | None,
-    param: str | None = None,
-    error_type: str = "invalid_request_error",
-) -> dict[str, Any]:
-    """The exact OpenAI error envelope, served as JSON; returns the inner error object."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert list(body) == ["error"]
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == error_type
-    assert error["code"] == code
-    assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
-
-
 def assert_401(response: httpx.Response) -> str:
-    error = assert_error(response, 401, code="invalid_api_key")
+    error = check_error(response, 401, "invalid_api_key", type_="invalid_request_error", param=None)
     assert response.headers["www-authenticate"] == "Bearer"
     message: str = error["message"]
     return message
@@ -155,7 +132,9 @@ def test_auth_comes_before_provider_and_route_resolution(
 
 def test_unknown_provider_with_key_is_404_provider_not_found(client: httpx.Client) -> None:
     response = client.get("/no-such-provider/v1/models")
-    error = assert_error(response, 404, code="provider_not_found")
+    error = check_error(
+        response, 404, "provider_not_found", type_="invalid_request_error", param=None
+    )
     assert "no-such-provider" in error["message"]
 
 

@@ -24,11 +24,11 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
 )
 from tests.support.gateway import GatewayServer, make_config
+from tests.support.sse import parse_sse
+from tests.support.values import CHAT_PATH, PROMPT, chat_body
 
 Json = dict[str, Any]
-PROMPT = "hello brave new world"
 PROMPT_WORDS = len(PROMPT.split())
-CHAT_PATH = "/{}/v1/chat/completions"
 CHAT_KEYS = {"id", "object", "created", "model", "choices", "usage", "system_fingerprint"}
 CHUNK_KEYS = {"id", "object", "created", "model", "choices", "usage", "system_fingerprint"}
 WEATHER_TOOL: Json = {
@@ -43,12 +43,6 @@ WEATHER_TOOL: Json = {
         },
     },
 }
-
-
-def chat_body(provider: str, **extra: Any) -> Json:
-    body: Json = {"model": CHAT_MODEL[provider], "messages": [{"role": "user", "content": PROMPT}]}
-    body.update(extra)
-    return body
 
 
 @dataclass
@@ -68,33 +62,6 @@ class Stream:
 
     def content(self, index: int = 0) -> str:
         return "".join(d.get("content") or "" for d in self.deltas(index))
-
-
-def parse_sse(text: str) -> tuple[list[Json], bool]:
-    """Split a gateway event stream; every event must be exactly `data: <json>\\n\\n`.
-
-    Comment events (`: keep-alive`) are allowed by SPEC §7 and skipped. Returns the JSON
-    events and whether the stream ended with `data: [DONE]` (nothing may follow it).
-    """
-    assert text.endswith("\n\n"), f"stream does not end with a blank line: {text[-80:]!r}"
-    raw_events = text[:-2].split("\n\n")
-    events: list[Json] = []
-    done = False
-    for raw in raw_events:
-        assert not done, f"event after [DONE]: {raw!r}"
-        if raw.startswith(":"):
-            assert "\n" not in raw, raw
-            continue
-        assert raw.startswith("data: "), f"not a data event: {raw!r}"
-        data = raw.removeprefix("data: ")
-        assert "\n" not in data, f"event spans several lines: {raw!r}"
-        if data == "[DONE]":
-            done = True
-            continue
-        parsed = orjson.loads(data)
-        assert isinstance(parsed, dict), raw
-        events.append(parsed)
-    return events, done
 
 
 def stream_chat(client: httpx.Client, provider: str, body: Json) -> Stream:

@@ -10,20 +10,12 @@ import orjson
 import pytest
 
 from tests.conftest import CHAT_MODEL, GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer
 
 PROMPTS = ["alpha beta", "gamma", "delta epsilon zeta"]
 TEXT_CHOICE_KEYS = {"text", "index", "logprobs", "finish_reason"}
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    return error
 
 
 def complete(client: httpx.Client, provider: str, **fields: Any) -> httpx.Response:
@@ -200,7 +192,7 @@ def test_ollama_token_prompts_rejected(
     client: httpx.Client, ollama_upstream: OllamaUpstream, prompt: Any, stream: bool
 ) -> None:
     response = complete(client, "ollama", prompt=prompt, stream=stream)
-    error = assert_error(response, 400, "unsupported_operation")
+    error = check_error(response, 400, "unsupported_operation")
     assert error["type"] == "invalid_request_error"
     assert error["param"] == "prompt"
     assert "ollama" in error["message"]
@@ -228,7 +220,7 @@ def test_invalid_request_400_without_upstream_call(
     fields: dict[str, Any],
     param: str,
 ) -> None:
-    error = assert_error(complete(client, provider, **fields), 400, None)
+    error = check_error(complete(client, provider, **fields), 400, None)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert upstream.requests == []
@@ -240,7 +232,7 @@ def test_unknown_model_404(client: httpx.Client, provider: str, stream: bool) ->
         f"/{provider}/v1/completions",
         json={"model": "no-such-model", "prompt": "hi", "stream": stream},
     )
-    assert_error(response, 404, "model_not_found")
+    check_error(response, 404, "model_not_found")
 
 
 # -- official SDK --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
@@ -37,15 +38,6 @@ def count_of(value: Any) -> int:
     if isinstance(value, str) or all(isinstance(v, int) for v in value):
         return 1
     return len(value)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    return error
 
 
 def decode(text: str) -> list[float]:
@@ -242,7 +234,7 @@ def test_fewer_embeddings_than_inputs_is_502(
     }
     embed_upstream.fault = Fault(kind="status", status=200, body=orjson.dumps(answer))
     response = embed(client, embedder, input=["a", "b", "c"])
-    error = assert_error(response, 502, "upstream_error")
+    error = check_error(response, 502, "upstream_error")
     assert error["type"] == "api_error"
     assert "1" in error["message"]
     assert "3" in error["message"]
@@ -275,7 +267,7 @@ def test_ollama_token_inputs_rejected(
     client: httpx.Client, ollama_upstream: OllamaUpstream, form: str
 ) -> None:
     response = embed(client, "ollama", input=TOKENS[form])
-    error = assert_error(response, 400, "unsupported_operation")
+    error = check_error(response, 400, "unsupported_operation")
     assert error["type"] == "invalid_request_error"
     assert error["param"] == "input"
     assert "ollama" in error["message"]
@@ -290,7 +282,7 @@ def test_cerebras_embeddings_unsupported(
     client: httpx.Client, cerebras_upstream: CerebrasUpstream, value: Any
 ) -> None:
     response = client.post("/cerebras/v1/embeddings", json={"model": "llama3.1-8b", "input": value})
-    error = assert_error(response, 400, "unsupported_operation")
+    error = check_error(response, 400, "unsupported_operation")
     assert error["type"] == "invalid_request_error"
     assert "cerebras" in error["message"]
     assert "embedding" in error["message"]
@@ -320,7 +312,7 @@ def test_invalid_request_400_without_upstream_call(
     fields: dict[str, Any],
     param: str,
 ) -> None:
-    error = assert_error(embed(client, embedder, **fields), 400, None)
+    error = check_error(embed(client, embedder, **fields), 400, None)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert embed_upstream.requests == []

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
+from tests.support.errors import check_envelope, check_error
 from tests.support.fake_upstreams import OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 
@@ -24,30 +25,6 @@ COMPLETIONS = "/custom/v1/completions"
 EMBEDDINGS = "/custom/v1/embeddings"
 POST_PATHS = (CHAT, COMPLETIONS, EMBEDDINGS)
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
-
-
-def assert_error(
-    response: httpx.Response,
-    status: int,
-    *,
-    code: str | None = None,
-    param: str | None = None,
-    error_type: str = "invalid_request_error",
-) -> dict[str, Any]:
-    """The exact OpenAI error envelope, served as JSON; returns the inner error object."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers.get("x-request-id")
-    body = response.json()
-    assert list(body) == ["error"]
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == error_type
-    assert error["code"] == code
-    assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +86,14 @@ def _chunks(body: bytes, size: int) -> Iterator[bytes]:
 def test_unknown_path_is_404_with_null_code(
     client: httpx.Client, custom_upstream: OpenAICompatUpstream, path: str
 ) -> None:
-    assert_error(client.get(path), 404)
-    assert_error(client.post(path, json={"model": "gpt-test"}), 404)
+    check_error(client.get(path), 404, None, type_="invalid_request_error", param=None)
+    check_error(
+        client.post(path, json={"model": "gpt-test"}),
+        404,
+        None,
+        type_="invalid_request_error",
+        param=None,
+    )
     assert custom_upstream.requests == []
 
 
@@ -135,7 +118,7 @@ def test_wrong_method_is_405_with_allow_header(
     allow: str,
 ) -> None:
     response = client.request(method, path)
-    assert_error(response, 405)
+    check_error(response, 405, None, type_="invalid_request_error", param=None)
     assert response.headers["allow"] == allow
     assert custom_upstream.requests == []
 
@@ -147,7 +130,7 @@ def test_declared_body_over_limit_is_413(
     small: httpx.Client, custom_upstream: OpenAICompatUpstream
 ) -> None:
     response = small.post(CHAT, content=chat_body_of_size(SMALL_LIMIT + 1))
-    error = assert_error(response, 413)
+    error = check_error(response, 413, None, type_="invalid_request_error", param=None)
     assert str(SMALL_LIMIT) in error["message"]
     assert custom_upstream.requests == []
 
@@ -168,7 +151,7 @@ def test_chunked_body_over_limit_is_413(
     # Streamed content has no length to declare: the limit has to be enforced while reading.
     assert "content-length" not in request.headers
     assert request.headers["transfer-encoding"] == "chunked"
-    assert_error(small.send(request), 413)
+    check_error(small.send(request), 413, None, type_="invalid_request_error", param=None)
     assert custom_upstream.requests == []
 
 
@@ -200,13 +183,9 @@ def _raw_post(
 
 
 def _assert_raw_envelope(response: http.client.HTTPResponse, answer: bytes, status: int) -> None:
-    assert response.status == status, answer
-    assert response.getheader("content-type") == "application/json"
     assert response.getheader("x-request-id")
-    error = orjson.loads(answer)["error"]
-    assert error["type"] == "invalid_request_error"
-    assert error["code"] is None
-    assert error["message"]
+    headers = {name.lower(): value for name, value in response.getheaders()}
+    check_envelope((response.status, headers, answer), status, None, type_="invalid_request_error")
 
 
 def test_declared_size_over_limit_is_refused_without_waiting_for_the_body(
@@ -243,7 +222,7 @@ def test_invalid_json_is_400_with_null_code(
     client: httpx.Client, custom_upstream: OpenAICompatUpstream, path: str, raw: bytes
 ) -> None:
     response = client.post(path, content=raw, headers={"content-type": "application/json"})
-    assert_error(response, 400)
+    check_error(response, 400, None, type_="invalid_request_error", param=None)
     assert custom_upstream.requests == []
 
 
@@ -253,7 +232,7 @@ def test_non_object_json_is_400_with_null_code(
     client: httpx.Client, custom_upstream: OpenAICompatUpstream, path: str, raw: bytes
 ) -> None:
     response = client.post(path, content=raw, headers={"content-type": "application/json"})
-    assert_error(response, 400)
+    check_error(response, 400, None, type_="invalid_request_error", param=None)
     assert custom_upstream.requests == []
 
 
@@ -308,7 +287,7 @@ def test_bad_field_is_400_naming_the_param(
 ) -> None:
     response = client.post(path, json=body)
     assert response.status_code != 422
-    assert_error(response, 400, param=param)
+    check_error(response, 400, None, type_="invalid_request_error", param=param)
     assert custom_upstream.requests == []
 
 

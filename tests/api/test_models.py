@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 
@@ -25,17 +26,6 @@ UPSTREAM_MODELS = {
 }
 # Ids holding `/` and `:` that the gateway must treat as one path segment's worth of id.
 ODD_IDS = ("org/model-a", "llama3.2:1b", "deep/er/name:tag-1")
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
 
 
 def assert_model(model: Any) -> None:
@@ -145,7 +135,7 @@ def test_retrieve_matches_list_entry(client: httpx.Client, provider: str) -> Non
 
 def test_retrieve_unknown_model_404(client: httpx.Client, provider: str) -> None:
     response = client.get(f"/{provider}/v1/models/no-such-model")
-    error = assert_error(response, 404, "model_not_found")
+    error = check_error(response, 404, "model_not_found")
     assert error["type"] == "invalid_request_error"
     assert "no-such-model" in error["message"]
 
@@ -164,12 +154,12 @@ def test_ollama_bare_name_resolves_to_latest(
     assert bare.status_code == 200, bare.text
     assert bare.json()["id"] == "llama3.2:latest"
     assert bare.json() == full.json()
-    assert_error(missing, 404, "model_not_found")
+    check_error(missing, 404, "model_not_found")
 
 
 def test_ollama_bare_name_without_latest_is_404(client: httpx.Client) -> None:
     # Only llama3.2:1b exists: a bare name must not match some other tag.
-    assert_error(client.get("/ollama/v1/models/llama3.2"), 404, "model_not_found")
+    check_error(client.get("/ollama/v1/models/llama3.2"), 404, "model_not_found")
 
 
 def _raw_get(gateway: GatewayServer, raw_path: str) -> tuple[int, dict[str, Any]]:

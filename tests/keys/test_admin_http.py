@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import CUSTOM_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 
@@ -65,14 +66,6 @@ def until_status(gateway: GatewayServer, key: str, status: int) -> httpx.Respons
         time.sleep(0.05)
 
 
-def error_of(reply: httpx.Response, status: int) -> dict[str, Any]:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = reply.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    return error
-
-
 def test_a_key_from_creation_to_revocation(gateway: GatewayServer, admin: httpx.Client) -> None:
     created = admin.post("/keys", json={"name": "app", "limits": {"rpm": 100}})
     assert created.status_code == 201, created.text
@@ -94,7 +87,7 @@ def test_a_key_from_creation_to_revocation(gateway: GatewayServer, admin: httpx.
     assert revoked.status_code == 200
     assert revoked.json()["revoked_at"] is not None
     refused = until_status(gateway, new_key, 401)
-    assert "revoked" in error_of(refused, 401)["message"]
+    assert "revoked" in check_error(refused, 401)["message"]
     assert admin.get(f"/keys/{key_id}").json()["revoked_at"] == revoked.json()["revoked_at"]
 
 
@@ -153,33 +146,33 @@ def test_bad_input_is_a_400_naming_the_field(
     admin: httpx.Client, method: str, path: str, payload: Any, param: str
 ) -> None:
     reply = admin.request(method, path, json=payload)
-    error = error_of(reply, 400)
+    error = check_error(reply, 400)
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
 
 
 def test_a_body_that_is_not_json(admin: httpx.Client) -> None:
     reply = admin.post("/keys", content=b"{nope", headers={"content-type": "application/json"})
-    assert error_of(reply, 400)["code"] is None
+    assert check_error(reply, 400)["code"] is None
 
 
 def test_unknown_ids_paths_and_methods(admin: httpx.Client) -> None:
-    assert error_of(admin.get("/keys/nosuchkey000"), 404)["code"] == "key_not_found"
-    assert error_of(admin.delete("/keys/nosuchkey000"), 404)["code"] == "key_not_found"
-    error_of(admin.get("/nothing"), 404)
+    assert check_error(admin.get("/keys/nosuchkey000"), 404)["code"] == "key_not_found"
+    assert check_error(admin.delete("/keys/nosuchkey000"), 404)["code"] == "key_not_found"
+    check_error(admin.get("/nothing"), 404)
     wrong = admin.put("/keys", json={})
-    error_of(wrong, 405)
+    check_error(wrong, 405)
     assert wrong.headers["allow"] == "POST, GET"
 
 
 def test_the_admin_key_is_checked(gateway: GatewayServer) -> None:
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {ADMIN_KEY}"}):
         reply = httpx.get(gateway.url + "/admin/v1/keys", headers=headers, timeout=10)
-        assert error_of(reply, 401)["code"] == "invalid_api_key"
+        assert check_error(reply, 401)["code"] == "invalid_api_key"
     # Unknown admin paths say nothing to a caller without the key either.
     assert httpx.get(gateway.url + "/admin/v1/nothing", timeout=10).status_code == 401
     # The admin key is no data-plane key, and a gateway key is no admin key.
-    assert error_of(chat(gateway, ADMIN_KEY), 401)["code"] == "invalid_api_key"
+    assert check_error(chat(gateway, ADMIN_KEY), 401)["code"] == "invalid_api_key"
     as_gateway = {"authorization": f"Bearer {GATEWAY_KEY}"}
     assert (
         httpx.get(gateway.url + "/admin/v1/keys", headers=as_gateway, timeout=10).status_code == 401
@@ -201,5 +194,5 @@ def test_without_admin_key_or_store_the_admin_api_is_404(
             ("GET", "/admin/v1/x"),
         ):
             reply = httpx.request(method, server.url + path, headers=headers, timeout=10)
-            assert error_of(reply, 404)["type"] == "invalid_request_error"
+            assert check_error(reply, 404)["type"] == "invalid_request_error"
         assert chat(server, GATEWAY_KEY).status_code == 200

@@ -15,7 +15,7 @@ from oai_gateway.keys.secrets import parse_key
 from oai_gateway.keys.usage import UsageRecord, day_start
 from tests.keys.contract import opened
 from tests.keys.redis_server import RedisServer
-from tests.test_cli import base_env, command
+from tests.support.processes import base_env, command
 
 RUN_TIMEOUT_S = 30
 

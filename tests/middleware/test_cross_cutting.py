@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 from tests.support.fake_upstreams.base import Fault, openai_error_body
 from tests.support.gateway import GatewayServer, make_config
@@ -28,14 +29,6 @@ SECURITY_HEADERS = {
 }
 ALLOWED_ORIGIN = "https://app.example.com"
 OTHER_ALLOWED_ORIGIN = "http://localhost:3000"
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert set(error) == {"message", "type", "param", "code"}
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:
@@ -280,14 +273,14 @@ def test_cors_off_by_default(anon: httpx.Client, client: httpx.Client) -> None:
 def test_preflight_not_honoured_by_default(anon: httpx.Client, client: httpx.Client) -> None:
     # A browser's preflight carries no credentials: it meets the key check first.
     keyless = _preflight(anon, ALLOWED_ORIGIN)
-    assert_error(keyless, 401, "invalid_api_key")
+    check_error(keyless, 401, "invalid_api_key")
     assert cors_headers(keyless) == {}
     with_key = _preflight(client, ALLOWED_ORIGIN)
-    assert_error(with_key, 405)
+    check_error(with_key, 405, None)
     assert with_key.headers["allow"] == "POST"
     assert cors_headers(with_key) == {}
     health = _preflight(anon, ALLOWED_ORIGIN, "/healthz")
-    assert_error(health, 405)
+    check_error(health, 405, None)
     assert cors_headers(health) == {}
 
 
@@ -328,7 +321,7 @@ def test_cors_disallowed_origin_gets_nothing(cors_gateway: GatewayServer, origin
         preflight = _preflight(anonymous, origin)
     assert success.status_code == 200
     assert cors_headers(success) == {}
-    assert_error(preflight, 401, "invalid_api_key")
+    check_error(preflight, 401, "invalid_api_key")
     assert cors_headers(preflight) == {}
 
 
@@ -444,7 +437,7 @@ def test_readyz_reports_the_provider_that_is_down(
 
 def test_readyz_503_when_no_provider_answers(dead_gateway: GatewayServer) -> None:
     with _client(dead_gateway) as anonymous:
-        assert_error(anonymous.get("/readyz"), 401, "invalid_api_key")
+        check_error(anonymous.get("/readyz"), 401, "invalid_api_key")
         assert anonymous.get("/healthz").status_code == 200
     with _client(dead_gateway, **AUTH) as http:
         response = http.get("/readyz")

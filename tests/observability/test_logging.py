@@ -32,7 +32,8 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
 )
 from tests.support.fake_upstreams.base import openai_error_body
-from tests.test_cli import GatewayProcess, base_env, free_port
+from tests.support.processes import GatewayProcess, base_env
+from tests.support.sockets import free_port
 
 SECOND_GATEWAY_KEY = "gw-second-key-for-logs-998877"
 WRONG_TOKEN = "xyz-client-token-not-a-key-5566"

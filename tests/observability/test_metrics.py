@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.support.fake_upstreams import Fault, OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
-from tests.test_cli import GatewayProcess, base_env, free_port
+from tests.support.processes import GatewayProcess, base_env
+from tests.support.sockets import free_port
 
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]

@@ -285,7 +285,8 @@ def test_serve_exports_spans_over_otlp_http(
         ExportTraceServiceRequest,
     )
 
-    from tests.test_cli import GatewayProcess, base_env, free_port
+    from tests.support.processes import GatewayProcess, base_env
+    from tests.support.sockets import free_port
 
     port = free_port()
     with OpenAICompatUpstream() as collector:  # records whatever is posted to it

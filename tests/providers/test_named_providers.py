@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import CEREBRAS_KEY, CUSTOM_KEY, GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
@@ -87,15 +88,6 @@ def api(named: GatewayServer) -> Iterator[httpx.Client]:
         yield http
 
 
-def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    return error
-
-
 def sse_chunks(response: httpx.Response) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -129,7 +121,7 @@ def test_retrieve_allowed_and_not_allowed(
     assert ok.status_code == 200, ok.text
     assert ok.json()["id"] == ALLOWED
     custom_upstream.clear()
-    error = assert_error(api.get(f"/mini/v1/models/{NOT_ALLOWED}"), 404, "model_not_found")
+    error = check_error(api.get(f"/mini/v1/models/{NOT_ALLOWED}"), 404, "model_not_found")
     assert error["type"] == "invalid_request_error"
     assert NOT_ALLOWED in error["message"]
     assert custom_upstream.requests == []
@@ -149,7 +141,7 @@ def test_not_allowed_model_404_without_upstream_call(
     api: httpx.Client, custom_upstream: OpenAICompatUpstream, path: str, fields: dict[str, Any]
 ) -> None:
     response = api.post(f"/mini/v1/{path}", json={"model": NOT_ALLOWED, **fields})
-    error = assert_error(response, 404, "model_not_found")
+    error = check_error(response, 404, "model_not_found")
     assert error["type"] == "invalid_request_error"
     assert custom_upstream.requests == []
 
@@ -159,7 +151,7 @@ def test_allow_list_on_ollama_kind(api: httpx.Client, ollama_upstream: OllamaUps
     assert [m["id"] for m in listed] == ["llama3.2:1b", "nomic-embed-text:latest"]
     ollama_upstream.clear()
     response = api.post("/local/v1/chat/completions", json={"model": "myorg/custom:latest", **CHAT})
-    assert_error(response, 404, "model_not_found")
+    check_error(response, 404, "model_not_found")
     assert ollama_upstream.requests == []
 
 
@@ -204,7 +196,7 @@ def test_per_provider_timeout(
     # The answer comes after DELAY_S, which the default timeout waits for (below): a 504 means
     # slow's own, shorter timeout ended the wait before the answer came.
     response = api.post("/slow/v1/chat/completions", json=body)
-    error = assert_error(response, 504, "upstream_timeout")
+    error = check_error(response, 504, "upstream_timeout")
     assert error["type"] == "api_error"
     # Same upstream, same delay, default timeout: the short one was slow's alone.
     started = time.monotonic()
@@ -260,7 +252,7 @@ def test_file_only_provider_serves_every_endpoint(api: httpx.Client, name: str) 
         f"/{name}/v1/embeddings", json={"model": embedder or model, "input": ["a", "b"]}
     )
     if embedder is None:
-        assert_error(embeddings, 400, "unsupported_operation")
+        check_error(embeddings, 400, "unsupported_operation")
     else:
         assert embeddings.status_code == 200, embeddings.text
         assert [d["index"] for d in embeddings.json()["data"]] == [0, 1]

@@ -17,6 +17,7 @@ from oai_gateway.providers import cerebras, ollama
 from oai_gateway.providers.base import Operation
 from oai_gateway.providers.quirks import Fate, FieldRule, apply_quirks
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, GATEWAY_KEY
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 
@@ -43,15 +44,14 @@ def upstream_of(
 
 
 def assert_unsupported(response: httpx.Response, param: str, field: str, provider: str) -> None:
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["type"] == "invalid_request_error"
-    assert error["code"] == "unsupported_parameter"
-    assert error["param"] == param
-    assert f"'{field}'" in error["message"]
-    assert f"'{provider}'" in error["message"]
-    assert "drop_unsupported_params" in error["message"]
+    check_error(
+        response,
+        400,
+        "unsupported_parameter",
+        type_="invalid_request_error",
+        param=param,
+        contains=(f"'{field}'", f"'{provider}'", "drop_unsupported_params"),
+    )
 
 
 # (provider, endpoint, field, value): fields the upstream silently ignores or rejects.

@@ -18,7 +18,8 @@ from oai_gateway.observability import log
 from tests.routing.rig import BODY, providers_toml, served, upstreams
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.fake_upstreams.base import openai_error_body
-from tests.support.gateway import GatewayServer, make_config, open_raw
+from tests.support.gateway import GatewayServer, make_config
+from tests.support.sockets import open_raw
 
 KEY = "gateway-routing-test-key"
 

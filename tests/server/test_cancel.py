@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,15 +18,15 @@ import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
-from tests.conftest import CHAT_MODEL, GATEWAY_KEY, config_for
+from tests.conftest import CHAT_MODEL, config_for
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
     OllamaUpstream,
     OpenAICompatUpstream,
 )
-from tests.support.gateway import GatewayServer, read_until
-from tests.support.gateway import open_raw as raw_post
+from tests.support.gateway import GatewayServer
+from tests.support.sockets import open_raw, read_until
 
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
 SETTLE_S = 3.0
@@ -69,10 +68,6 @@ def steady(probe: Callable[[], int]) -> int:
             return value
         last = value
     return last
-
-
-def open_raw(gateway: GatewayServer, path: str, body: dict[str, Any]) -> socket.socket:
-    return raw_post(gateway.port, path, body, GATEWAY_KEY)
 
 
 @pytest.fixture(scope="module", params=["disconnect-signal", "watcher-task"])
@@ -122,7 +117,7 @@ def test_disconnect_mid_stream(
     baseline: tuple[int, int],
 ) -> None:
     upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 100  # 20 s
-    conn = open_raw(gateway, *completions(provider, True))
+    conn = open_raw(gateway.port, *completions(provider, True))
     try:
         assert read_until(conn, b"data: {").startswith(b"HTTP/1.1 200")
     finally:
@@ -137,7 +132,7 @@ def test_disconnect_before_the_first_token(
     baseline: tuple[int, int],
 ) -> None:
     upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=UPSTREAM_WAIT_S)
-    conn = open_raw(gateway, *completions(provider, True))
+    conn = open_raw(gateway.port, *completions(provider, True))
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
@@ -152,7 +147,7 @@ def test_disconnect_during_a_plain_completion(
     baseline: tuple[int, int],
 ) -> None:
     upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
-    conn = open_raw(gateway, *completions(provider, False))
+    conn = open_raw(gateway.port, *completions(provider, False))
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
@@ -169,7 +164,7 @@ def test_disconnect_during_embeddings(
 ) -> None:
     upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
     body = {"model": EMBED_MODEL[provider], "input": ["one", "two"]}
-    conn = open_raw(gateway, f"/{provider}/v1/embeddings", body)
+    conn = open_raw(gateway.port, f"/{provider}/v1/embeddings", body)
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
@@ -186,7 +181,7 @@ def test_a_request_in_flight_costs_one_task_with_the_signal_two_without(
     baseline: tuple[int, int],
 ) -> None:
     upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
-    conn = open_raw(gateway, *completions(provider, False))
+    conn = open_raw(gateway.port, *completions(provider, False))
     try:
         assert upstream.wait_for_requests(1, 2.0)
         in_flight = steady(lambda: gateway_tasks(gateway)) - baseline[0]

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
+from tests.support.errors import check_raw_error
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer
 
@@ -71,16 +72,6 @@ def post(body: bytes, *, length: int | None = None, extra: bytes = b"") -> bytes
     )
 
 
-def envelope(answer: bytes, status: int) -> dict[str, object]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 %d " % status), answer[:300]
-    assert b"\r\ncontent-type: application/json" in head.lower(), head
-    error: dict[str, object] = orjson.loads(body)["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["type"] == "invalid_request_error", error
-    return error
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -95,7 +86,7 @@ def envelope(answer: bytes, status: int) -> dict[str, object]:
 def test_malformed_body_is_400(
     gateway: GatewayServer, custom_upstream: OpenAICompatUpstream, body: bytes
 ) -> None:
-    error = envelope(exchange(gateway.port, post(body)), 400)
+    error = check_raw_error(exchange(gateway.port, post(body)), 400, type_="invalid_request_error")
     assert error["code"] is None
     assert custom_upstream.requests == []
 
@@ -106,7 +97,7 @@ def test_lying_content_length_is_rejected_without_hanging(
     # Declared 10 bytes, sent 2 MB: the rest is not a request, so the connection is refused
     # promptly instead of being read to the end or left waiting.
     answer = exchange(gateway.port, post(b"x" * 2_000_000, length=10))
-    envelope(answer, 400)
+    check_raw_error(answer, 400, type_="invalid_request_error")
     assert answer.count(b"HTTP/1.1 ") <= 2, answer[:600]
     assert custom_upstream.requests == []
 
@@ -124,7 +115,7 @@ def test_line_break_inside_request_id_cannot_inject_headers(
     head = answer.partition(b"\r\n\r\n")[0].lower()
     assert b"x-injected" not in head
     assert b"x-request-id: abc\r" not in head
-    envelope(answer, 400)
+    check_raw_error(answer, 400, type_="invalid_request_error")
     assert all("x-injected" not in r.headers for r in custom_upstream.requests)
 
 

@@ -13,10 +13,11 @@ import httpx
 import orjson
 import pytest
 
-from tests.api.test_chat import chat_body
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
-from tests.test_cli import GatewayProcess, base_env, free_port
+from tests.support.processes import GatewayProcess, base_env
+from tests.support.sockets import free_port
+from tests.support.values import chat_body
 
 EXIT_BOUND_S = 5.0
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
 import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -132,28 +130,3 @@ class GatewayServer(LoopbackServer):
         load_spec()  # before serving: the first check must not stall the gateway's event loop
         self.app: GatewayApp = create_app(config)
         super().__init__(SpecCheckingApp(self.app), http)
-
-
-def open_raw(port: int, path: str, body: dict[str, Any], key: str) -> socket.socket:
-    """POST `body` on a bare socket, so a test decides exactly when to hang up."""
-    payload = orjson.dumps(body)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    )
-    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-    conn.sendall(head.encode() + payload)
-    return conn
-
-
-def read_until(conn: socket.socket, marker: bytes, timeout_s: float = 5.0) -> bytes:
-    """Everything received until `marker` appears; fails after `timeout_s` or on close."""
-    received = b""
-    deadline = time.monotonic() + timeout_s
-    while marker not in received:
-        assert time.monotonic() < deadline, received
-        part = conn.recv(65536)
-        assert part, f"connection closed before {marker!r}: {received!r}"
-        received += part
-    return received

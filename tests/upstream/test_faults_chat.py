@@ -6,19 +6,17 @@ fault a normal request must succeed, so a broken pooled connection never outlive
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.api.test_chat import PROMPT, chat_body, parse_sse
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
+from tests.support.errors import check_error, provider_error_body
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
@@ -26,23 +24,13 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
     openai_error_body,
 )
-from tests.support.gateway import GatewayServer, make_config, read_until
-from tests.support.gateway import open_raw as raw_post
+from tests.support.gateway import GatewayServer, make_config
+from tests.support.sockets import closed_port, open_raw, read_until
+from tests.support.sse import parse_sse
+from tests.support.values import CHAT_PATH, PROMPT, chat_body
 
 Json = dict[str, Any]
-CHAT_PATH = "/{}/v1/chat/completions"
 KEY_VARIABLE = {"custom": "CUSTOM_API_KEY", "cerebras": "CEREBRAS_API_KEY"}
-ANY = object()
-
-
-def error_body(
-    provider: str, message: str, type_: str, *, param: str | None, code: str | None
-) -> bytes:
-    """The error body each upstream really sends: Cerebras flat, the others wrapped."""
-    if provider == "cerebras":
-        fields = {"message": message, "type": type_, "param": param, "code": code}
-        return orjson.dumps(fields)
-    return openai_error_body(message, type_, param=param, code=code)
 
 
 def post_chat(client: httpx.Client, provider: str, *, stream: bool, **extra: Any) -> httpx.Response:
@@ -50,33 +38,6 @@ def post_chat(client: httpx.Client, provider: str, *, stream: bool, **extra: Any
     with client.stream("POST", CHAT_PATH.format(provider), json=body) as response:
         response.read()
     return response
-
-
-def check_error(
-    response: httpx.Response,
-    status: int,
-    type_: str,
-    code: str | None,
-    *,
-    param: object = ANY,
-    contains: tuple[str, ...] = (),
-) -> Json:
-    """A plain JSON error in OpenAI's envelope (never SSE, even for a streaming request)."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    payload = response.json()
-    assert set(payload) == {"error"}, payload
-    error = payload["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["type"] == type_, error
-    assert error["code"] == code, error
-    if param is not ANY:
-        assert error["param"] == param, error
-    assert isinstance(error["message"], str), error
-    assert error["message"], error
-    for text in contains:
-        assert text in error["message"], (text, error["message"])
-    return dict(error)
 
 
 def check_recovers(client: httpx.Client, provider: str, upstream: OpenAICompatUpstream) -> None:
@@ -134,7 +95,7 @@ def test_client_errors_pass_through(
     status: int,
     expected: int,
 ) -> None:
-    body = error_body(
+    body = provider_error_body(
         provider, "the upstream says no", "invalid_request_error", param="stop", code="bad_stop"
     )
     upstream.fault = Fault(kind="status", status=status, body=body)
@@ -142,8 +103,8 @@ def test_client_errors_pass_through(
     check_error(
         response,
         expected,
-        "invalid_request_error",
         "bad_stop",
+        type_="invalid_request_error",
         param="stop",
         contains=("the upstream says no",),
     )
@@ -157,7 +118,7 @@ def test_upstream_error_type_is_kept(
     body = openai_error_body("context too long", "context_length_exceeded", code="ctx_len")
     custom_upstream.fault = Fault(kind="status", status=400, body=body)
     response = post_chat(client, "custom", stream=False)
-    check_error(response, 400, "context_length_exceeded", "ctx_len", param=None)
+    check_error(response, 400, "ctx_len", type_="context_length_exceeded", param=None)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -167,7 +128,7 @@ def test_unknown_model_is_model_not_found(
     # Each fake answers in its own dialect: OpenAI's code, Cerebras' flat body, and Ollama's
     # `not_found_error` type with no code at all.
     response = post_chat(client, provider, stream=stream, model="no-such-model")
-    check_error(response, 404, "invalid_request_error", "model_not_found", param="model")
+    check_error(response, 404, "model_not_found", type_="invalid_request_error", param="model")
     assert len(upstream.requests) == 1
 
 
@@ -179,8 +140,8 @@ def test_cerebras_flat_validation_error(
     check_error(
         response,
         400,
-        "invalid_request_error",
         "wrong_api_format",
+        type_="invalid_request_error",
         param="validation_error",
         contains=("x_custom_field",),
     )
@@ -196,8 +157,8 @@ def test_plain_text_client_error(
     check_error(
         response,
         400,
-        "invalid_request_error",
         None,
+        type_="invalid_request_error",
         param=None,
         contains=("bad request: stop must be a list",),
     )
@@ -212,11 +173,15 @@ def test_upstream_auth_failure_is_502(
     stream: bool,
     status: int,
 ) -> None:
-    body = error_body(provider, "Incorrect API key", "invalid_request_error", param=None, code=None)
+    body = provider_error_body(
+        provider, "Incorrect API key", "invalid_request_error", param=None, code=None
+    )
     upstream.fault = Fault(kind="status", status=status, body=body)
     response = post_chat(client, provider, stream=stream)
     names = (KEY_VARIABLE[provider],) if provider in KEY_VARIABLE else ("Ollama",)
-    check_error(response, 502, "api_error", "upstream_auth_failed", contains=(*names, str(status)))
+    check_error(
+        response, 502, "upstream_auth_failed", type_="api_error", contains=(*names, str(status))
+    )
     assert "www-authenticate" not in response.headers, "the client's key was fine"
     check_recovers(client, provider, upstream)
 
@@ -235,7 +200,7 @@ def test_wrong_cerebras_key_is_502(cerebras_upstream: CerebrasUpstream) -> None:
     ):
         response = post_chat(http, "cerebras", stream=False)
     error = check_error(
-        response, 502, "api_error", "upstream_auth_failed", contains=("CEREBRAS_API_KEY",)
+        response, 502, "upstream_auth_failed", type_="api_error", contains=("CEREBRAS_API_KEY",)
     )
     assert "csk-not-the-right-key" not in response.text
     assert error["param"] is None
@@ -256,10 +221,12 @@ def test_rate_limit_passes_through(
     type_: str,
     code: str,
 ) -> None:
-    body = error_body(provider, "Rate limit reached for requests", type_, param=None, code=code)
+    body = provider_error_body(
+        provider, "Rate limit reached for requests", type_, param=None, code=code
+    )
     upstream.fault = Fault(kind="status", status=429, body=body, headers={"retry-after": "7"})
     response = post_chat(client, provider, stream=stream)
-    check_error(response, 429, type_, code, contains=("Rate limit reached for requests",))
+    check_error(response, 429, code, type_=type_, contains=("Rate limit reached for requests",))
     assert response.headers["retry-after"] == "7"
     assert len(upstream.requests) == 1
     check_recovers(client, provider, upstream)
@@ -274,14 +241,16 @@ def test_server_errors_become_502(
     stream: bool,
     status: int,
 ) -> None:
-    body = error_body(provider, "CUDA out of memory", "server_error", param=None, code=None)
+    body = provider_error_body(
+        provider, "CUDA out of memory", "server_error", param=None, code=None
+    )
     upstream.fault = Fault(kind="status", status=status, body=body)
     response = post_chat(client, provider, stream=stream)
     check_error(
         response,
         502,
-        "api_error",
         "upstream_error",
+        type_="api_error",
         param=None,
         contains=(str(status), "CUDA out of memory", upstream.base_url),
     )
@@ -297,7 +266,7 @@ def test_plain_text_server_error(
     )
     response = post_chat(client, "custom", stream=False)
     check_error(
-        response, 502, "api_error", "upstream_error", contains=("503", "Service Unavailable")
+        response, 502, "upstream_error", type_="api_error", contains=("503", "Service Unavailable")
     )
 
 
@@ -308,7 +277,7 @@ def test_retry_after_of_an_overloaded_upstream_is_kept(
         kind="status", status=503, body=b"overloaded", headers={"retry-after": "3"}
     )
     response = post_chat(client, "custom", stream=False)
-    check_error(response, 502, "api_error", "upstream_error")
+    check_error(response, 502, "upstream_error", type_="api_error")
     assert response.headers["retry-after"] == "3"
 
 
@@ -330,23 +299,16 @@ def test_upstream_key_never_reaches_the_client(
 def test_cerebras_key_never_reaches_the_client(
     client: httpx.Client, cerebras_upstream: CerebrasUpstream
 ) -> None:
-    body = error_body(
+    body = provider_error_body(
         "cerebras", f"key {CEREBRAS_KEY} is over quota", "server_error", param=None, code=None
     )
     cerebras_upstream.fault = Fault(kind="status", status=500, body=body)
     response = post_chat(client, "cerebras", stream=False)
-    check_error(response, 502, "api_error", "upstream_error", contains=("over quota",))
+    check_error(response, 502, "upstream_error", type_="api_error", contains=("over quota",))
     assert CEREBRAS_KEY not in response.text
 
 
 # --- transport faults -------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +339,9 @@ def test_connection_refused(
     started = time.monotonic()
     response = post_chat(dead_client, provider_name, stream=stream)
     elapsed = time.monotonic() - started
-    check_error(response, 502, "api_error", "upstream_error", contains=("not reachable", variable))
+    check_error(
+        response, 502, "upstream_error", type_="api_error", contains=("not reachable", variable)
+    )
     # Two quick reconnect attempts are allowed (0.25 s of backoff), not a wait of many seconds.
     assert elapsed < 10.0, elapsed
 
@@ -388,7 +352,7 @@ def test_reset_before_headers_is_not_retried(
 ) -> None:
     upstream.fault = Fault(kind="reset_before_headers")
     response = post_chat(client, provider, stream=stream)
-    check_error(response, 502, "api_error", "upstream_error")
+    check_error(response, 502, "upstream_error", type_="api_error")
     # The upstream may have started on it: a retry could bill twice (SPEC §4.2a).
     assert len(upstream.requests) == 1, [r.path for r in upstream.requests]
     check_recovers(client, provider, upstream)
@@ -400,7 +364,7 @@ def test_invalid_upstream_body(
 ) -> None:
     upstream.fault = Fault(kind="invalid_json")
     response = post_chat(client, provider, stream=stream)
-    check_error(response, 502, "api_error", "upstream_error")
+    check_error(response, 502, "upstream_error", type_="api_error")
     check_recovers(client, provider, upstream)
 
 
@@ -409,7 +373,7 @@ def test_answer_without_choices_is_502(
 ) -> None:
     custom_upstream.fault = Fault(kind="invalid_json", body=b'{"id": "x", "object": "chat"}')
     response = post_chat(client, "custom", stream=False)
-    check_error(response, 502, "api_error", "upstream_error")
+    check_error(response, 502, "upstream_error", type_="api_error")
 
 
 @pytest.fixture(scope="module")
@@ -438,7 +402,7 @@ def test_slow_headers_time_out(
     started = time.monotonic()
     response = post_chat(quick_client, provider, stream=stream)
     elapsed = time.monotonic() - started
-    check_error(response, 504, "api_error", "upstream_timeout", param=None)
+    check_error(response, 504, "upstream_timeout", type_="api_error", param=None)
     assert elapsed > 0.4, elapsed
     assert len(upstream.requests) == 1
     check_recovers(quick_client, provider, upstream)
@@ -500,11 +464,6 @@ def test_break_before_the_first_chunk(
 # --- client disconnects (SPEC §4.2a, §7) ------------------------------------------------------
 
 
-def open_raw(gateway: GatewayServer, provider: str, body: Json) -> socket.socket:
-    """Send a chat request on a bare socket, so the test decides exactly when to hang up."""
-    return raw_post(gateway.port, CHAT_PATH.format(provider), body, GATEWAY_KEY)
-
-
 @pytest.fixture
 def paced(upstream: OpenAICompatUpstream) -> Iterator[OpenAICompatUpstream]:
     """The provider's upstream streaming 40 chunks 0.2 s apart (8 s), restored afterwards."""
@@ -519,7 +478,7 @@ def paced(upstream: OpenAICompatUpstream) -> Iterator[OpenAICompatUpstream]:
 def test_disconnect_mid_stream_closes_upstream(
     gateway: GatewayServer, provider: str, paced: OpenAICompatUpstream
 ) -> None:
-    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    conn = open_raw(gateway.port, CHAT_PATH.format(provider), chat_body(provider, stream=True))
     try:
         received = read_until(conn, b"data: {")
         assert received.startswith(b"HTTP/1.1 200"), received
@@ -533,7 +492,7 @@ def test_disconnect_while_waiting_for_an_answer(
 ) -> None:
     # The gateway's timeout is 3 s: without cancellation the upstream would finish normally.
     upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
-    conn = open_raw(gateway, provider, chat_body(provider))
+    conn = open_raw(gateway.port, CHAT_PATH.format(provider), chat_body(provider))
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
@@ -545,7 +504,7 @@ def test_disconnect_before_stream_headers(
     gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
 ) -> None:
     upstream.fault = Fault(kind="delay_headers", delay_s=2.8)
-    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    conn = open_raw(gateway.port, CHAT_PATH.format(provider), chat_body(provider, stream=True))
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
@@ -557,7 +516,7 @@ def test_disconnect_before_first_chunk(
     gateway: GatewayServer, provider: str, upstream: OpenAICompatUpstream
 ) -> None:
     upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=2.8)
-    conn = open_raw(gateway, provider, chat_body(provider, stream=True))
+    conn = open_raw(gateway.port, CHAT_PATH.format(provider), chat_body(provider, stream=True))
     try:
         assert upstream.wait_for_requests(1, 2.0)
         head = read_until(conn, b"\r\n\r\n")

@@ -22,6 +22,7 @@ import pytest
 from oai_gateway.upstream import client as upstream_module
 from oai_gateway.upstream.client import UpstreamClient
 from tests.conftest import CEREBRAS_KEY, CHAT_MODEL, CUSTOM_KEY, GATEWAY_KEY, short_timeout_client
+from tests.support.errors import check_error, provider_error_body
 from tests.support.fake_upstreams import (
     CerebrasUpstream,
     Fault,
@@ -29,7 +30,7 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
 )
 from tests.support.gateway import GatewayServer, make_config
-from tests.upstream.test_faults_chat import check_error, closed_port, error_body
+from tests.support.sockets import closed_port
 
 Json = dict[str, Any]
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
@@ -117,7 +118,7 @@ def test_reset_before_headers(
 ) -> None:
     provider, call, server = case
     server.fault = Fault(kind="reset_before_headers")
-    check_error(call.request(client, provider), 502, "api_error", "upstream_error")
+    check_error(call.request(client, provider), 502, "upstream_error", type_="api_error")
     # The request reached the upstream, which may have started on it: never retried.
     assert len(server.requests) == 1, [r.path for r in server.requests]
     recovers(client, provider, call, server)
@@ -126,7 +127,7 @@ def test_reset_before_headers(
 def test_invalid_json(client: httpx.Client, case: tuple[str, Call, OpenAICompatUpstream]) -> None:
     provider, call, server = case
     server.fault = Fault(kind="invalid_json")
-    check_error(call.request(client, provider), 502, "api_error", "upstream_error")
+    check_error(call.request(client, provider), 502, "upstream_error", type_="api_error")
     recovers(client, provider, call, server)
 
 
@@ -141,7 +142,7 @@ def test_html_answer_with_status_200(
         body=b"<html><body>login required</body></html>",
         headers={"Content-Type": "text/html"},
     )
-    check_error(call.request(client, provider), 502, "api_error", "upstream_error")
+    check_error(call.request(client, provider), 502, "upstream_error", type_="api_error")
     recovers(client, provider, call, server)
 
 
@@ -151,12 +152,12 @@ def test_upstream_5xx(
 ) -> None:
     provider, call, server = case
     body = (
-        error_body(provider, "engine overloaded", "server_error", param=None, code=None)
+        provider_error_body(provider, "engine overloaded", "server_error", param=None, code=None)
         if shaped
         else b"Bad Gateway from the load balancer"
     )
     server.fault = Fault(kind="status", status=503, body=body)
-    error = check_error(call.request(client, provider), 502, "api_error", "upstream_error")
+    error = check_error(call.request(client, provider), 502, "upstream_error", type_="api_error")
     assert "503" in error["message"], error
     assert len(server.requests) == 1, "a 5xx must not be retried by the gateway"
     recovers(client, provider, call, server)
@@ -168,13 +169,15 @@ def test_upstream_400(
 ) -> None:
     provider, call, server = case
     body = (
-        error_body(provider, "bad thing", "invalid_request_error", param="input", code="bad")
+        provider_error_body(
+            provider, "bad thing", "invalid_request_error", param="input", code="bad"
+        )
         if shaped
         else b"bad request"
     )
     server.fault = Fault(kind="status", status=400, body=body)
     error = check_error(
-        call.request(client, provider), 400, "invalid_request_error", ANYCODE[shaped]
+        call.request(client, provider), 400, ANYCODE[shaped], type_="invalid_request_error"
     )
     if shaped:
         assert error["param"] == "input", error
@@ -190,7 +193,7 @@ def test_upstream_429(
 ) -> None:
     provider, call, server = case
     body = (
-        error_body(
+        provider_error_body(
             provider, "slow down", "rate_limit_error", param=None, code="rate_limit_exceeded"
         )
         if shaped
@@ -228,7 +231,7 @@ def test_oversized_upstream_body(
 ) -> None:
     provider, call, server = plain_case
     monkeypatch.setattr(upstream_module, "MAX_BODY_BYTES", 40)
-    error = check_error(call.request(client, provider), 502, "api_error", "upstream_error")
+    error = check_error(call.request(client, provider), 502, "upstream_error", type_="api_error")
     assert "larger than 40 bytes" in error["message"], error
     monkeypatch.undo()
     recovers(client, provider, call, server)
@@ -257,7 +260,7 @@ def test_slow_upstream_times_out(
     started = time.monotonic()
     response = call.request(quick_client, provider)
     elapsed = time.monotonic() - started
-    check_error(response, 504, "api_error", "upstream_timeout", param=None)
+    check_error(response, 504, "upstream_timeout", type_="api_error", param=None)
     assert elapsed > 0.2, elapsed  # not before the timeout
     assert len(server.requests) == 1, "a timed-out request must not be retried"
     recovers(quick_client, provider, call, server)
@@ -320,7 +323,7 @@ def test_connection_refused_is_tried_three_times(
 ) -> None:
     http, counter = refused
     started = time.monotonic()
-    error = check_error(call.request(http, provider), 502, "api_error", "upstream_error")
+    error = check_error(call.request(http, provider), 502, "upstream_error", type_="api_error")
     elapsed = time.monotonic() - started
     assert "not reachable" in error["message"], error
     # SPEC §4.2a: the first try plus at most two retries, with the short backoff between them
@@ -384,5 +387,5 @@ def test_reset_after_the_request_is_sent_is_tried_once(
 ) -> None:
     http, server = hangup
     before = server.accepted
-    check_error(call.request(http, provider), 502, "api_error", "upstream_error")
+    check_error(call.request(http, provider), 502, "upstream_error", type_="api_error")
     assert server.accepted - before == 1, server.accepted - before

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.errors import check_error
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 
 CHAT = "/custom/v1/chat/completions"
@@ -32,12 +33,6 @@ def stream_answer(server: OpenAICompatUpstream, *chunks: object) -> None:
     )
 
 
-def is_upstream_error(response: httpx.Response) -> None:
-    assert response.status_code == 502, response.text
-    error = response.json()["error"]
-    assert (error["type"], error["code"]) == ("api_error", "upstream_error"), error
-
-
 @pytest.mark.parametrize(
     "vector",
     ["not base64 at all!", "AAAAAAA=", "AAAA" * 3 + "A"],
@@ -56,7 +51,7 @@ def test_undecodable_base64_embedding_is_502(
         },
     )
     body = {"model": "org/model-a", "input": "x", "encoding_format": "float"}
-    is_upstream_error(client.post(EMBEDDINGS, json=body))
+    check_error(client.post(EMBEDDINGS, json=body), 502, "upstream_error", type_="api_error")
 
 
 @pytest.mark.parametrize(
@@ -88,7 +83,7 @@ def test_malformed_chat_form_logprobs_in_a_completion_do_not_break_the_answer(
         logprobs = response.json()["choices"][0]["logprobs"]
         assert logprobs["tokens"] == ["a"], logprobs
     else:
-        is_upstream_error(response)
+        check_error(response, 502, "upstream_error", type_="api_error")
 
 
 def test_unhashable_chunk_index_is_not_a_500(
