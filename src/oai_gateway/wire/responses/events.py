@@ -43,6 +43,12 @@ class _Item:
         return objects.function_call_item(self.ident, self.call_id, self.name, arguments, status)
 
 
+def _content_part(item: _Item, text: str) -> Json:
+    if item.kind == "message":
+        return objects.text_part(text)
+    return {"type": "reasoning_text", "text": text}
+
+
 class ChatStreamTranslator:
     """One translated stream: `start()`, then `chunk()` per upstream chunk, then `finish()` —
     or `fail()` when the upstream fails after the first event."""
@@ -139,11 +145,7 @@ class ChatStreamTranslator:
         return item
 
     def _part_event(self, kind: str, item: _Item, text: str) -> Json:
-        part = (
-            objects.text_part(text)
-            if item.kind == "message"
-            else {"type": "reasoning_text", "text": text}
-        )
+        part = _content_part(item, text)
         return self._event(
             kind, item_id=item.ident, output_index=item.index, content_index=0, part=part
         )
