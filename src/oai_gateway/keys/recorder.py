@@ -2,9 +2,10 @@
 (SPEC §10.3): the request's context has its final status, its duration and the usage the
 upstream reported by then.
 
-A request that ended without usage after its admission reserved tokens (a stream cut by the
-client or the upstream, a call that failed midway) is charged its reservation: the tokens are
-counted as output, the most expensive kind, so the ledger never reports less than was held.
+A request cut short without usage after its admission reserved tokens (a stream the client or
+the upstream broke off, a client that left while waiting) is charged its reservation: the
+tokens are counted as output, the most expensive kind, so the ledger never reports less than was
+held. An error answered before anything was generated (an upstream 4xx or 5xx) costs nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from oai_gateway.observability.context import RequestContext
 DATA_PLANE = "/{provider}/v1/"
 
 
+CLIENT_CLOSED = 499
+
+
+def _cut(context: RequestContext, status: int) -> bool:
+    """Whether the request was broken off after the upstream may have started generating."""
+    started = context.response_started and not context.response_complete
+    return context.reserved_tokens > 0 and (started or status == CLIENT_CLOSED)
+
+
 class UsageRecorder:
     def __init__(self, ledger: Ledger, providers: Mapping[str, ProviderSpec]) -> None:
         self.ledger = ledger
@@ -30,7 +40,7 @@ class UsageRecorder:
         if context.key_id is None or not context.route.startswith(DATA_PLANE):
             return
         input_tokens, output_tokens, cached = usage_tokens(context.usage)
-        if context.usage is None and context.reserved_tokens > 0:
+        if context.usage is None and _cut(context, status):
             output_tokens = context.reserved_tokens
         prices = self._prices.get(context.provider or "", {})
         cost, priced = cost_nanos(prices, context.model, input_tokens, output_tokens)
