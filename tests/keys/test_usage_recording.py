@@ -17,6 +17,7 @@ from oai_gateway.keys.records import Limits
 from oai_gateway.keys.usage import UsageQuery, UsageRow
 from tests.conftest import CUSTOM_KEY
 from tests.keys.contract import opened
+from tests.keys.redis_server import RedisServer
 from tests.keys.replicas import Replica, issue_in
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
@@ -165,3 +166,24 @@ def test_queued_records_survive_sigterm(
         assert replica.process.returncode == 0, replica.log()
     (row,) = rows(store_url, "key")
     assert (row.key_id, row.requests, row.input_tokens) == ("static-1", 25, 25 * WORDS)
+
+
+def test_the_ledger_on_redis(
+    custom_upstream: OpenAICompatUpstream, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis_server.command("FLUSHALL")
+    config = make_config(
+        allowed_api_keys=f"{FIRST_KEY},{SECOND_KEY}",
+        custom_base_url=custom_upstream.base_url + "/v1",
+        custom_api_key=CUSTOM_KEY,
+        store_url=redis_server.url,
+        request_timeout_s=10,
+    )
+    with GatewayServer(config) as server:
+        for key in (FIRST_KEY, SECOND_KEY, SECOND_KEY):
+            reply = call(
+                server, key, "POST", "/custom/v1/chat/completions", json={**CHAT, "stream": True}
+            )
+            assert reply.status_code == 200
+    found = [(r.key_id, r.requests, r.input_tokens) for r in rows(redis_server.url, "key")]
+    assert found == [("static-1", 1, WORDS), ("static-2", 2, 2 * WORDS)]
