@@ -187,24 +187,25 @@ class UpstreamClient:
         send = functools.partial(
             self._attempt, pool, method, path, body=body, request_id=request_id, timer=timer
         )
-        attempt = 0
-        stale_retried = False
+        attempt, stale_retried = 0, False
         while True:
             try:
                 return await send(until=until)
-            except http1.ConnectError as exc:
-                if not exc.retryable or attempt >= self.connect_retries:
-                    raise _unanswered(self.transport_error(exc), exc) from None
-                await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
-                attempt += 1
-            except http1.DisconnectedError as exc:
-                # A pooled connection the upstream had closed while idle: it never read this
-                # request, so it goes once more on a new connection.
-                if not exc.stale or stale_retried:
-                    raise _unanswered(self.transport_error(exc), exc) from None
-                stale_retried = True
-            except (TimeoutError, http1.ProtocolError) as exc:
+            except _TRANSPORT_FAILURES as exc:
+                attempt, stale_retried = await self._again(exc, attempt, stale_retried)
+
+    async def _again(self, exc: Exception, attempt: int, stale_retried: bool) -> tuple[int, bool]:
+        """After a failed try: the counters for one more, or the error when there is none."""
+        if isinstance(exc, http1.ConnectError):
+            if not exc.retryable or attempt >= self.connect_retries:
                 raise _unanswered(self.transport_error(exc), exc) from None
+            await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+            return attempt + 1, stale_retried
+        # A pooled connection the upstream had closed while idle: it never read this request,
+        # so it goes once more on a new connection.
+        if isinstance(exc, http1.DisconnectedError) and exc.stale and not stale_retried:
+            return attempt, True
+        raise _unanswered(self.transport_error(exc), exc) from None
 
     def _until(self, pool: http1.Pool, stream: bool, deadline: float | None) -> float | None:
         # A non-streaming answer has one budget, shared by all upstream calls of one client
@@ -306,6 +307,14 @@ class UpstreamClient:
         if isinstance(exc, http1.DisconnectedError):
             return UpstreamError(f"{self.label} closed the connection before the answer was done.")
         return UpstreamError(f"{self.label} sent an invalid HTTP response.")
+
+
+_TRANSPORT_FAILURES = (
+    http1.ConnectError,
+    http1.DisconnectedError,
+    TimeoutError,
+    http1.ProtocolError,
+)
 
 
 def _unanswered(error: GatewayError, cause: BaseException) -> GatewayError:
