@@ -298,3 +298,39 @@ def test_the_model_list_is_the_union_of_the_upstreams(tmp_path: Path) -> None:
         ids = rig.run(work)
     assert "only-on-one" in ids
     assert len(ids) == len(set(ids))
+
+
+STREAM_FAULTS = {
+    "silent": Fault("stream_stall", after_chunks=0, delay_s=3.0),
+    "cut": Fault("stream_break", after_chunks=0),
+}
+
+
+@pytest.mark.parametrize("fault", STREAM_FAULTS, ids=list(STREAM_FAULTS))
+def test_a_stream_without_a_first_event_fails_over(tmp_path: Path, fault: str) -> None:
+    with upstreams(2, stream_chunks=3) as servers:
+        broken, healthy = servers
+        text = providers_toml([broken.base_url, healthy.base_url], "ttft_timeout_s = 0.3\n")
+        rig = Rig(tmp_path, text)
+        broken.fault = STREAM_FAULTS[fault]
+
+        async def work(rig: Rig) -> list[tuple[bytes, int, str | None]]:
+            results = []
+            for _ in range(3):
+                ctx, request = context()
+                facts = RequestFacts("gpt-test", stream=True)
+                stream = await rig.local.stream(
+                    ctx, Operation.CHAT, {**BODY, "stream": True}, facts
+                )
+                try:
+                    text = b"".join([piece async for piece in stream])
+                finally:
+                    await stream.aclose()
+                results.append((text, request.attempts, request.upstream))
+            return results
+
+        results = rig.run(work)
+    assert all(text.endswith(b"data: [DONE]\n\n") for text, _, _ in results)
+    assert {upstream for _, _, upstream in results} == {"local/1"}
+    assert 2 in {attempts for _, attempts, _ in results}
+    assert served([healthy]) == [3]
