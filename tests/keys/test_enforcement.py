@@ -230,3 +230,33 @@ def test_the_log_guard_recognises_a_full_virtual_key() -> None:
     key = "sk-gw-abcdefghij12-" + "Ab_-" * 10
     assert virtual_keys_in(f"Authorization: Bearer {key}") == [key]
     assert virtual_keys_in("key abcdefghij12 (sk-gw-abcdefghij12-…)") == []
+
+
+def test_per_key_counters_only_when_asked(
+    custom_upstream: OpenAICompatUpstream, store_url: str
+) -> None:
+    made, key = issue_in(store_url)
+    for per_key in (True, False):
+        config = make_config(
+            allowed_api_keys=GATEWAY_KEY,
+            custom_base_url=custom_upstream.base_url + "/v1",
+            custom_api_key=CUSTOM_KEY,
+            store_url=store_url,
+            metrics_per_key=per_key,
+        )
+        with GatewayServer(config) as server:
+            assert post(server, key).status_code == 200
+            assert post(server, GATEWAY_KEY).status_code == 200
+            text = httpx.get(
+                server.url + "/metrics",
+                headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                timeout=10,
+            ).text
+        lines = [line for line in text.splitlines() if line.startswith("oai_gateway_key_")]
+        if per_key:
+            assert any(f'key_id="{made.id}"' in line and 'status="200"' in line for line in lines)
+            assert any('key_id="static-1"' in line for line in lines)
+            assert any("oai_gateway_key_tokens_total" in line for line in lines)
+        else:
+            assert lines == []
+        assert "# HELP oai_gateway_store_errors_total" in text
