@@ -3,12 +3,12 @@
     uv run python bench/keys_paired.py [--rounds 3] [--seconds 5] [--stores sqlite,redis]
 
 For each store the script starts one gateway (STORE_URL set, ALLOWED_API_KEYS the static bench
-key) and issues three virtual keys straight into its store: one without limits, one with rpm +
-tpm limits far above the load (so every request runs admission and settlement), one the same
-on Redis when that store is measured. Then, per round, it measures the static key and each
-virtual key back to back with wrk (chat c=1 p50, chat c=64 requests/s) and the stream client
-(c=16 streams/s). Alternating on one process cancels most of the drift of a shared machine that
-separate runs of bench/run.py suffer from. Prints medians over the rounds and the ratios.
+key) and issues two virtual keys straight into its store: one without limits, one with rpm +
+tpm limits far above the load (so every request runs admission and settlement). Per round it
+measures the static key and each virtual key back to back: chat c=1 p50 and c=64 requests/s
+(wrk), the gateway's CPU time per request at c=64, and c=16 streams/s. Alternating on one
+process cancels most of the drift of a shared machine that separate runs of bench/run.py
+suffer from. Prints medians over the rounds and the differences or ratios to the static key.
 Pinning and tools as in bench/run.py (wrk needed); only 127.0.0.1.
 """
 
@@ -49,11 +49,19 @@ def measure_store(
             for name, key in keys.items():
                 headers = {"authorization": f"Bearer {key}"}
                 one = run.wrk(chat, 1, seconds, run.CHAT, headers)
-                many = run.wrk(chat, 64, seconds, run.CHAT, headers)
+                many: list[run.WrkResult] = []
+
+                def load(out: list[run.WrkResult] = many, sent: dict[str, str] = headers) -> int:
+                    out.append(run.wrk(chat, 64, seconds, run.CHAT, sent))
+                    return out[-1].requests
+
+                _, cpu = run.cpu_per(target, load)
                 streamed = run.streams(chat, 16, 600, headers)
-                figures[name].setdefault("c=1 p50 ms", []).append(one.p50_ms)
-                figures[name].setdefault("c=64 req/s", []).append(many.requests_per_s)
-                figures[name].setdefault("c=16 streams/s", []).append(streamed.streams_per_s)
+                add = figures[name].setdefault
+                add("c=1 p50 ms", []).append(one.p50_ms)
+                add("c=64 req/s", []).append(many[0].requests_per_s)
+                add("c=64 cpu ms/req", []).append(cpu or 0.0)
+                add("c=16 streams/s", []).append(streamed.streams_per_s)
     finally:
         assert target.process is not None
         target.process.stop()
@@ -63,13 +71,13 @@ def measure_store(
 def report(store: str, figures: dict[str, dict[str, list[float]]]) -> str:
     static = {k: statistics.median(v) for k, v in figures["static"].items()}
     lines = [f"| {store} | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]
-    for metric in ("c=1 p50 ms", "c=64 req/s", "c=16 streams/s"):
+    for metric in ("c=1 p50 ms", "c=64 req/s", "c=64 cpu ms/req", "c=16 streams/s"):
         cells = []
         for name in KEYS:
             value = statistics.median(figures[name][metric])
             if name == "static":
                 cells.append(f"{value:,.3f}")
-            elif metric.endswith("ms"):
+            elif metric.endswith(("ms", "ms/req")):
                 cells.append(f"{value:,.3f} ({value - static[metric]:+.3f})")
             else:
                 cells.append(f"{value:,.0f} ({value / static[metric]:.2f}x)")
