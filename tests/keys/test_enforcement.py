@@ -260,3 +260,16 @@ def test_per_key_counters_only_when_asked(
         else:
             assert lines == []
         assert "# HELP oai_gateway_store_errors_total" in text
+
+
+def test_the_responses_route_passes_the_same_limit(gateway: GatewayServer, store_url: str) -> None:
+    _, key = issue_in(store_url, limits=Limits(rpm=1))
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": "gpt-test", "input": "hello", "max_output_tokens": 16}
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http:
+        first = http.post("/custom/v1/responses", json=body)
+        second = http.post("/custom/v1/responses", json=body)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "rate_limit_exceeded"

@@ -224,3 +224,17 @@ def test_budgets_have_exactly_one_unit() -> None:
     for bad in (b'{"period":"week"}', b'{"period":"week","usd":1,"tokens":2}'):
         with pytest.raises(msgspec.ValidationError):
             decode(bad)
+
+
+async def test_a_refreshed_lease_outlives_its_first_expiry(url: str) -> None:
+    async with opened(url) as store:
+        key_id = record().id
+        held = admission(max_parallel=1, lease_ttl_s=0.3)
+        assert (await store.admit(key_id, held)).admitted
+        await store.refresh_leases(key_id, [held.request_id, "never-admitted"], 30.0)
+        await asyncio.sleep(0.4)  # past the first expiry: the refresh keeps the slot taken
+        assert (await store.admit(key_id, admission(max_parallel=1))).refused == "parallel"
+        await store.settle(key_id, Settlement(held.request_id, release_lease=True))
+        # A refresh after the release does not bring the lease back.
+        await store.refresh_leases(key_id, [held.request_id], 30.0)
+        assert (await store.admit(key_id, admission(max_parallel=1))).admitted

@@ -16,6 +16,7 @@ import orjson
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.keys.auth import KeyAuthenticator, Principal, check_allowed
 from oai_gateway.keys.cache import KeyCache
+from oai_gateway.keys.leases import LeaseKeeper
 from oai_gateway.keys.limits import Estimate, Plan, Price, estimate, plan, settlement
 from oai_gateway.keys.metrics import KeyMetrics
 from oai_gateway.keys.records import KeyRecord
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from oai_gateway.api.exchange import Exchange
 
 _log = logging.getLogger("oai_gateway")
-GENERATING = frozenset({Operation.CHAT, Operation.COMPLETIONS})
+GENERATING = frozenset({Operation.CHAT, Operation.COMPLETIONS, Operation.RESPONSES})
+NOTHING_RESERVED = Estimate(0, 0)  # a key without limits or budget reserves nothing
 
 
 def body_size(scope: Scope, body: Json | None) -> int:
@@ -68,6 +70,7 @@ class KeyEnforcement:
     ) -> None:
         self.store = store
         self.cache = None if store is None else KeyCache(store)
+        self.leases = None if store is None else LeaseKeeper(store)
         self.authenticator = KeyAuthenticator(static_keys, store, self.cache)
         self.authenticator.stale_ok = failure_open
         self._metrics = metrics
@@ -83,8 +86,12 @@ class KeyEnforcement:
             # Not fatal: the store may come up after the gateway; requests say so meanwhile.
             _log.warning("key store not reachable at startup: %s", exc)
         self.cache.start()
+        if self.leases is not None:
+            self.leases.start()
 
     async def aclose(self) -> None:
+        if self.leases is not None:
+            await self.leases.aclose()
         if self.cache is not None:
             await self.cache.aclose()
         if self.store is not None:
@@ -110,8 +117,10 @@ class KeyEnforcement:
             return
         context.key_id = principal.key_id
         provider = context.provider or ""
-        generates = exchange.route.operation in GENERATING
-        guess = estimate(body, body_size(exchange.scope, body), generates=generates)
+        guess = NOTHING_RESERVED
+        if principal.record is not None and principal.record.limited:
+            generates = exchange.route.operation in GENERATING
+            guess = estimate(body, body_size(exchange.scope, body), generates=generates)
         ticket = await self.admit_key(principal, provider, context.model, guess)
         if ticket is not None:
             context.admission = ticket
@@ -153,12 +162,16 @@ class KeyEnforcement:
             raise StoreUnreachableError(STORE_UNAVAILABLE) from None
         if not decision.admitted:
             raise refusal(record, decision)
+        if planned.admission.max_parallel is not None and self.leases is not None:
+            self.leases.hold(record.id, planned.admission.request_id)
         return Ticket(record, planned, decision, rate_headers(record, decision))
 
     async def settle_ticket(self, ticket: Ticket | None, usage: Mapping[str, Any] | None) -> None:
         if ticket is None or self.store is None:
             return
         reconciled = settlement(ticket.record, ticket.plan, ticket.decision, usage)
+        if self.leases is not None:
+            self.leases.drop(ticket.record.id, reconciled.request_id)
         try:
             await self.store.settle(ticket.record.id, reconciled)
         except StoreUnavailableError as exc:

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from oai_gateway.keys.leases import LEASE_TTL_S
 from oai_gateway.keys.records import KeyRecord
 from oai_gateway.keys.store import Admission, Decision, Settlement
 
 BYTES_PER_TOKEN = 4
 DEFAULT_OUTPUT_TOKENS = 1024
-LEASE_TTL_S = 600.0  # a lease outlives any request that still sends; a dead process's goes
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
@@ -84,7 +84,7 @@ def plan(record: KeyRecord, guess: Estimate, price: Price | None) -> Plan | None
         budget_limit=None if budget is None else budget.limit,
         budget_period="total" if budget is None else budget.period,
         budget_cost=_budget_amount(record, price, guess.input_tokens, guess.output_tokens),
-        lease_ttl_s=LEASE_TTL_S,
+        lease_ttl_s=LEASE_TTL_S,  # refreshed while the request runs (keys/leases.py)
     )
     return Plan(admission, price)
 

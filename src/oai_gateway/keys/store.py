@@ -118,6 +118,9 @@ class Store(Protocol):
 
     async def settle(self, key_id: str, settlement: Settlement) -> None: ...
 
+    async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
+        """Push the expiry of these leases, where they still exist, to now + ttl_s."""
+
 
 def open_store(url: str) -> Store:
     """The backend a STORE_URL names (validated by the settings); not yet started.

@@ -124,6 +124,13 @@ class MemoryStore:
             _reserve(state, admission, now)
         return decision
 
+    async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
+        state = self._states.get(key_id)
+        until = time.time() + ttl_s
+        for request_id in request_ids:
+            if state is not None and request_id in state.leases:
+                state.leases[request_id] = until
+
     async def settle(self, key_id: str, settlement: Settlement) -> None:
         state = self._states.get(key_id)
         if state is None:

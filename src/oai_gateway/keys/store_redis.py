@@ -51,6 +51,14 @@ CHANNEL = f"{PREFIX}:keys:changed"
 TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 64
 RESUBSCRIBE_S = 0.5
+# KEYS[1] the leases ZSET; ARGV ttl (s), then the request ids whose leases still exist.
+REFRESH_LEASES = """
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[1]) + 1) * 1000))
+return 0
+"""
 _REFUSALS: tuple[Refusal | None, ...] = (None, "requests", "tokens", "parallel", "budget")
 
 
@@ -88,6 +96,7 @@ class RedisStore:
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
         self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
+        self._refresh = self.redis.register_script(REFRESH_LEASES)
         self._batch = ScriptBatcher(self.redis)
         self._append_usage = self.redis.register_script(APPEND_SCRIPT)
         self._closed = asyncio.Event()
@@ -197,6 +206,10 @@ class RedisStore:
             reset_tokens_s=reset_ms / 1000,
             period=period,
         )
+
+    async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
+        args = [repr(ttl_s), *request_ids]
+        await self._call(self._batch.call(self._refresh, key_names(key_id)[2:3], args))
 
     async def settle(self, key_id: str, settlement: Settlement) -> None:
         args: list[str | int] = [

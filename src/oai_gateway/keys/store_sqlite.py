@@ -211,6 +211,16 @@ class SQLiteStore:
             lambda conn: transaction(conn, lambda c: _admit(c, key_id, admission))
         )
 
+    async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
+        def refresh(conn: sqlite3.Connection) -> None:
+            until = time.time() + ttl_s
+            conn.executemany(
+                "UPDATE key_leases SET expires_at = ? WHERE key_id = ? AND request_id = ?",
+                [(until, key_id, request_id) for request_id in request_ids],
+            )
+
+        await self.database.run(lambda conn: transaction(conn, refresh))
+
     async def settle(self, key_id: str, settlement: Settlement) -> None:
         await self.database.run(
             lambda conn: transaction(conn, lambda c: _settle(c, key_id, settlement))
