@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from email.utils import formatdate
 
 import pytest
 
 from oai_gateway.errors import GatewayError, InvalidRequestError, UpstreamError
 from oai_gateway.routing.attempts import AttemptPlan, Candidate, Report, Target, run_attempts
+from oai_gateway.routing.failures import retry_after_s
 from oai_gateway.routing.members import Lease
 from tests.routing.clock import FakeClock
 from tests.routing.members import target
@@ -253,3 +256,26 @@ def test_a_cancelled_attempt_releases_its_lease_and_probe(clock: FakeClock) -> N
     member = local.members[0]
     assert member.in_flight == 0
     assert member.breaker.admits()
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "soon", "retry-after": "7"}, 7.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "tomorrow"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_forms(headers: dict[str, str], seconds: float | None) -> None:
+    assert retry_after_s(headers) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    when = formatdate(time.time() + 60, usegmt=True)
+    wait = retry_after_s({"retry-after": when})
+    assert wait is not None
+    assert 55 <= wait <= 60
+    assert retry_after_s({"retry-after": formatdate(time.time() - 60, usegmt=True)}) == 0.0

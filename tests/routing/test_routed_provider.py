@@ -334,3 +334,54 @@ def test_a_stream_without_a_first_event_fails_over(tmp_path: Path, fault: str) -
     assert {upstream for _, _, upstream in results} == {"local/1"}
     assert 2 in {attempts for _, attempts, _ in results}
     assert served([healthy]) == [3]
+
+
+def test_the_model_list_fails_only_when_every_upstream_fails(tmp_path: Path) -> None:
+    with upstreams(2) as servers:
+        servers[0].models.clear()
+        rig = Rig(tmp_path, providers_toml([s.base_url for s in servers]))
+        servers[1].stop()
+
+        async def work(rig: Rig) -> tuple[list[str], GatewayError | None, GatewayError | None]:
+            ctx, _ = context()
+            ids = [m["id"] for m in await rig.local.list_models(ctx)]  # one answered: empty
+            missing = None
+            try:
+                await rig.local.retrieve_model(ctx, "gpt-test")
+            except GatewayError as exc:
+                missing = exc
+            servers[0].stop()
+            down = None
+            try:
+                await rig.local.list_models(ctx)
+            except GatewayError as exc:
+                down = exc
+            return ids, missing, down
+
+        ids, missing, down = rig.run(work)
+    assert ids == []
+    assert missing is not None
+    assert missing.http_status == 404
+    assert missing.code == "model_not_found"
+    assert down is not None
+    assert down.http_status == 502
+
+
+def test_embeddings_fail_over_too(tmp_path: Path) -> None:
+    with upstreams(2) as servers:
+        servers[0].fault = Fault("status", status=503)
+        rig = Rig(tmp_path, providers_toml([s.base_url for s in servers]))
+
+        async def work(rig: Rig) -> list[tuple[int, str | None]]:
+            results = []
+            for _ in range(4):
+                ctx, request = context()
+                body = {"model": "gpt-test", "input": ["a", "b"]}
+                answer = await rig.local.embed(ctx, body, RequestFacts("gpt-test", input_count=2))
+                assert b'"embedding"' in answer.body
+                results.append((request.attempts, request.upstream))
+            return results
+
+        results = rig.run(work)
+    assert {upstream for _, upstream in results} == {"local/1"}
+    assert served(servers, "/v1/embeddings")[1] == 4

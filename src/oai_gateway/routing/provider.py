@@ -69,15 +69,14 @@ class RoutedProvider:
         members = self.target.members
         calls = [self._fleet.callee(m).list_models(ctx) for m in members]
         lists = await asyncio.gather(*calls, return_exceptions=True)
+        failures = [models for models in lists if isinstance(models, BaseException)]
+        if len(failures) == len(lists):
+            raise failures[0]
         union: dict[str, Json] = {}
         for models in lists:
-            if isinstance(models, list):
+            if not isinstance(models, BaseException):
                 for model in models:
                     union.setdefault(model["id"], model)
-        if not union:
-            for failure in lists:
-                if isinstance(failure, BaseException):
-                    raise failure
         return list(union.values())
 
     async def retrieve_model(self, ctx: UpstreamCall, model_id: str) -> Json:
