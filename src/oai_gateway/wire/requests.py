@@ -1,6 +1,7 @@
-"""Checks on client request bodies: only what the gateway itself relies on (SPEC §5).
+"""Client request bodies: parsed, checked against OpenAI's schema (SPEC §5), and the facts the
+gateway itself relies on taken out of them.
 
-Everything else is the upstream's to judge, and unknown fields pass through untouched.
+The type and range checks live in `request_schema`; unknown fields pass through untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ from typing import Any
 import orjson
 
 from oai_gateway.errors import InvalidRequestError
+from oai_gateway.wire.request_schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    check,
+)
 
 Json = dict[str, Any]
 
@@ -56,30 +63,18 @@ def _is_int(value: Any) -> bool:
 
 
 def _stream(body: Json) -> tuple[bool, bool]:
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _invalid("stream", "'stream' must be a boolean.")
+    """`stream` and `stream_options.include_usage`, types already checked."""
+    stream = bool(body.get("stream"))
     options = body.get("stream_options")
-    if options is None:
-        return bool(stream), False
-    if not isinstance(options, dict):
-        raise _invalid("stream_options", "'stream_options' must be an object.")
-    include = options.get("include_usage")
-    if include is not None and not isinstance(include, bool):
-        raise _invalid("stream_options", "'stream_options.include_usage' must be a boolean.")
-    return bool(stream), bool(stream) and bool(include)
+    include = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    return stream, stream and include
 
 
 def chat_request(body: Json) -> RequestFacts:
     model = _model(body)
-    messages = body.get("messages")
-    if messages is None:
+    if body.get("messages") is None:
         raise _invalid("messages", "Missing required parameter: 'messages'.")
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "'messages' must be a non-empty array of message objects.")
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _invalid("messages", "Each message must be an object with a string 'role'.")
+    check(body, ChatCompletionRequest)
     stream, include_usage = _stream(body)
     return RequestFacts(model, stream, include_usage)
 
@@ -111,6 +106,7 @@ def completion_request(body: Json) -> RequestFacts:
     if "prompt" not in body:
         raise _invalid("prompt", "Missing required parameter: 'prompt'.")
     count = input_count(body["prompt"], "prompt")
+    check(body, CompletionRequest)
     stream, include_usage = _stream(body)
     return RequestFacts(model, stream, include_usage, count)
 
@@ -120,12 +116,6 @@ def embeddings_request(body: Json) -> RequestFacts:
     if "input" not in body:
         raise _invalid("input", "Missing required parameter: 'input'.")
     count = input_count(body["input"], "input")
-    encoding = body.get("encoding_format")
-    if encoding is None:
-        encoding = "float"
-    if encoding not in ("float", "base64"):
-        raise _invalid("encoding_format", "'encoding_format' must be 'float' or 'base64'.")
-    dimensions = body.get("dimensions")
-    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
-        raise _invalid("dimensions", "'dimensions' must be a positive integer.")
+    check(body, EmbeddingRequest)
+    encoding = body.get("encoding_format") or "float"
     return RequestFacts(model, input_count=count, encoding=encoding)
