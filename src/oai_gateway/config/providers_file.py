@@ -14,6 +14,22 @@ from pydantic import ValidationError
 
 from oai_gateway.config.settings import NAME, ProviderEntry, ProviderSpec, resolve_entry
 
+# Where a value may be a credential (a key pasted in the wrong place, a token header), it is
+# never repeated in a problem; an unknown key's value is not echoed for the same reason.
+_UNECHOED = frozenset({"api_key_env", "headers"})
+
+
+def _got(error: Mapping[str, Any]) -> str:
+    """` (got 'anthropic')`: the offending value, for scalar values that cannot be secrets."""
+    value = error.get("input")
+    if error["type"] in ("extra_forbidden", "value_error") or not error["loc"]:
+        return ""
+    if _UNECHOED.intersection(map(str, error["loc"])) or not isinstance(
+        value, str | int | float | bool
+    ):
+        return ""
+    return f" (got {value!r})"
+
 
 def _problem(path: Path, name: str, error: Mapping[str, Any]) -> str:
     where = ".".join(str(p) for p in error["loc"])
@@ -23,6 +39,7 @@ def _problem(path: Path, name: str, error: Mapping[str, Any]) -> str:
         message += "name it with api_key_env"
     elif error["type"] == "extra_forbidden":
         message = "unknown key"
+    message += _got(error)
     return (
         f"{path}: provider '{name}': {where}: {message}" if where else f"{path}: {name}: {message}"
     )

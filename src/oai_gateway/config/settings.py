@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -156,13 +157,23 @@ class Settings(BaseSettings):
 
     @field_validator("log_level", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _upper(cls, value: object, info: ValidationInfo) -> object:
+        return cls._one_of(value, value.upper(), info) if isinstance(value, str) else value
 
     @field_validator("log_format", "store_failure_mode", mode="before")
     @classmethod
-    def _lower(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
+    def _lower(cls, value: object, info: ValidationInfo) -> object:
+        return cls._one_of(value, value.lower(), info) if isinstance(value, str) else value
+
+    @classmethod
+    def _one_of(cls, given: str, normalised: str, info: ValidationInfo) -> str:
+        """`normalised` when the field's Literal accepts it; else an error naming the value as
+        written, not as normalised (`loud`, not `LOUD`)."""
+        assert info.field_name is not None
+        accepted: tuple[str, ...] = get_args(cls.model_fields[info.field_name].annotation)
+        if normalised not in accepted:
+            raise ValueError(f"must be one of {', '.join(map(repr, accepted))} (got {given!r})")
+        return normalised
 
     @field_validator("ollama_base_url")
     @classmethod
