@@ -17,6 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import msgspec
 import orjson
 
 from oai_gateway.wire import request_schema, requests
@@ -105,7 +106,7 @@ BODIES: list[tuple[str, str, Json]] = [
     ("completion", "completions", {"model": "m", "prompt": "Once upon", "max_tokens": 16}),
     ("embeddings, 16 inputs", "embeddings", {"model": "m", "input": ["some text"] * 16}),
 ]
-SCHEMAS = {
+SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "chat": request_schema.ChatCompletionRequest,
     "completions": request_schema.CompletionRequest,
     "embeddings": request_schema.EmbeddingRequest,

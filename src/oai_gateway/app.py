@@ -19,6 +19,7 @@ from oai_gateway.keys.recorder import UsageRecorder
 from oai_gateway.keys.store import open_store
 from oai_gateway.middleware.cors import CORSMiddleware
 from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
+from oai_gateway.middleware.request_gate import RequestGate
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import GatewayMetrics
 from oai_gateway.observability.redact import Redactor
@@ -55,6 +56,8 @@ class GatewayApp:
         admin_auth = AdminAuthenticator(admin_key, store=store is not None)
         authenticators = {Auth.GATEWAY: self.keys.authenticate, Auth.ADMIN: admin_auth.check}
         app: ASGIApp = Router(ROUTES, services, authenticators)
+        keyless = not (settings.allowed_api_keys or settings.store_url)
+        app = RequestGate(app, check_host=keyless, allowed_hosts=settings.allowed_hosts)
         if settings.cors_allow_origins:
             app = CORSMiddleware(app, settings.cors_allow_origins)
         # OpenTelemetry only when OTEL_* variables configure it; otherwise `app` is unchanged.

@@ -102,6 +102,15 @@ class PayloadTooLargeError(InvalidRequestError):
     status = 413
 
 
+class UnsupportedMediaTypeError(InvalidRequestError):
+    status = 415
+
+
+class HostNotAllowedError(InvalidRequestError):
+    status = 403
+    default_code = "host_not_allowed"
+
+
 class UpstreamError(GatewayError):
     """The upstream could not be reached or answered with something unusable."""
 

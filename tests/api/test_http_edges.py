@@ -45,7 +45,8 @@ def small_gateway(
 
 @pytest.fixture
 def small(small_gateway: GatewayServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=small_gateway.url, headers=AUTH, timeout=10) as http:
+    headers = {**AUTH, "content-type": "application/json"}  # the bodies are sent as bytes
+    with httpx.Client(base_url=small_gateway.url, headers=headers, timeout=10) as http:
         yield http
 
 

@@ -67,6 +67,7 @@ DEFAULTS: dict[str, object] = {
     "admin_api_key": None,
     "store_failure_mode": "closed",
     "metrics_per_key": False,
+    "allowed_hosts": (),
 }
 
 
@@ -119,6 +120,7 @@ def test_every_variable_is_read_from_the_environment(
         "ADMIN_API_KEY": ADMIN_SECRET,
         "STORE_FAILURE_MODE": "open",
         "METRICS_PER_KEY": "true",
+        "ALLOWED_HOSTS": "gateway.internal, proxy.example",
     }
     assert set(values) == set(VARIABLES), "a new setting needs a value here"
     for name, value in values.items():
@@ -135,6 +137,7 @@ def test_every_variable_is_read_from_the_environment(
     assert settings.shutdown_grace_s == 4.5
     assert settings.enable_security_headers is False
     assert settings.cors_allow_origins == ("https://app.example",)
+    assert settings.allowed_hosts == ("gateway.internal", "proxy.example")
     assert settings.ollama_base_url == "http://10.0.0.2:11434"
     assert settings.cerebras_base_url == "https://cerebras.example/v1"
     assert settings.cerebras_api_key is not None

@@ -26,6 +26,7 @@ SPELLED_OUT = {
     "STORE_URL": "memory://",
     "ADMIN_API_KEY": "admin-key-from-the-shell-0123456789abcdef",
     "STORE_FAILURE_MODE": "open",
+    "ALLOWED_HOSTS": "shell.example",
 }
 
 

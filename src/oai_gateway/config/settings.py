@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, gt=0)
     enable_security_headers: bool = True
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     ollama_base_url: str = "http://127.0.0.1:11434"
     cerebras_base_url: str = "https://api.cerebras.ai/v1"
     cerebras_api_key: SecretStr | None = None
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     store_failure_mode: Literal["closed", "open"] = "closed"
     metrics_per_key: bool = False
 
-    @field_validator("allowed_api_keys", "cors_allow_origins", mode="before")
+    @field_validator("allowed_api_keys", "cors_allow_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
