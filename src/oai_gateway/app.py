@@ -22,6 +22,7 @@ from oai_gateway.middleware.lifecycle import RequestLifecycleMiddleware
 from oai_gateway.middleware.request_gate import RequestGate
 from oai_gateway.observability.log import configure_logging
 from oai_gateway.observability.metrics import GatewayMetrics
+from oai_gateway.observability.model_labels import ModelLabels
 from oai_gateway.observability.redact import Redactor
 from oai_gateway.observability.routing_metrics import RoutingMetrics
 from oai_gateway.observability.tracing import flush as flush_tracing
@@ -41,7 +42,8 @@ class GatewayApp:
         self.config = config
         self.redactor = Redactor(config.secrets())
         self.registry = ProviderRegistry(config.providers, self.redactor)
-        self.metrics = GatewayMetrics()
+        allow_lists = {name: p.spec.models for name, p in self.registry.providers.items()}
+        self.metrics = GatewayMetrics(ModelLabels(allow_lists))
         routing_metrics = RoutingMetrics(self.metrics.registry)
         fleet = self.registry.fleet
         fleet.observe = routing_metrics.attempt

@@ -23,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from oai_gateway.observability.context import RequestContext
+from oai_gateway.observability.model_labels import ModelLabels
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
@@ -90,7 +91,8 @@ def _histogram(
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, model_labels: ModelLabels | None = None) -> None:
+        self.model_labels = model_labels or ModelLabels({})  # clients choose `model`: bounded
         self._cache: dict[tuple[str, str, int], _Series] = {}
         # Gauges read from live state when scraped (routing_metrics.py) rather than on each request.
         self.before_exposition: list[Callable[[], None]] = []
@@ -159,12 +161,11 @@ class GatewayMetrics:
             self.upstream_errors.labels(provider, context.upstream_error).inc()
         usage: Any = context.usage
         if usage and context.model:
+            model = self.model_labels.label(provider, context.model)
             for kind in ("prompt_tokens", "completion_tokens"):
                 count = usage.get(kind)
                 if isinstance(count, int) and count > 0:
-                    self.tokens.labels(provider, context.model, kind.removesuffix("_tokens")).inc(
-                        count
-                    )
+                    self.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(count)
 
     def exposition(self) -> bytes:
         for refresh in self.before_exposition:
