@@ -4,8 +4,11 @@
 
 - native: a provider in `native` mode in front of the loopback upstream's own `/v1/responses`
   (exact OpenAI events, so they go out as their bytes). Added time to first event and added
-  total, c=1, from back-to-back pairs (direct call, then through the gateway, alternating which
-  goes first) so that machine drift cancels; the median of the per-pair differences.
+  total, c=1, from back-to-back pairs (the direct call, then the same through the gateway) so
+  that machine drift cancels; the median of the per-pair differences. The same pairs for a
+  chat stream through the same provider give the figure to compare with. (`--alternate` lets
+  the gateway go first in every other pair: two gateway requests then follow each other on
+  one connection, which costs every route a few milliseconds on this machine.)
 - translate: a provider in `translate` mode turning the upstream's chat stream into Responses
   events. Gateway CPU per stream (from /proc) against the same stream through
   `/chat/completions` on the same provider: the ratio is what translation costs.
@@ -86,19 +89,21 @@ async def _timed(session: aiohttp.ClientSession, url: str, body: object) -> tupl
     return first * 1000, (time.perf_counter() - started) * 1000
 
 
-async def _paired(direct: str, through: str, pairs: int) -> tuple[float, float]:
+async def _paired(
+    direct: str, through: str, body: object, pairs: int, alternate: bool
+) -> tuple[float, float]:
     """Median added ms (first event, total) of the gateway over the direct call."""
     first: list[float] = []
     total: list[float] = []
     async with aiohttp.ClientSession() as a, aiohttp.ClientSession() as b:
         for _ in range(20):  # warm both paths and their connection pools
-            await _timed(a, direct, REQUEST)
-            await _timed(b, through, REQUEST)
+            await _timed(a, direct, body)
+            await _timed(b, through, body)
         for i in range(pairs):
-            if i % 2:
-                g, d = await _timed(b, through, REQUEST), await _timed(a, direct, REQUEST)
+            if alternate and i % 2:
+                g, d = await _timed(b, through, body), await _timed(a, direct, body)
             else:
-                d, g = await _timed(a, direct, REQUEST), await _timed(b, through, REQUEST)
+                d, g = await _timed(a, direct, body), await _timed(b, through, body)
             first.append(g[0] - d[0])
             total.append(g[1] - d[1])
     return statistics.median(first), statistics.median(total)
@@ -125,7 +130,27 @@ def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     try:
         added_first, added_total = asyncio.run(
             asyncio.wait_for(
-                _paired(upstream + "/responses", base + "/native/v1/responses", args.pairs), 600
+                _paired(
+                    upstream + "/responses",
+                    base + "/native/v1/responses",
+                    REQUEST,
+                    args.pairs,
+                    args.alternate,
+                ),
+                600,
+            )
+        )
+        chat_stream = {**CHAT, "stream": True}
+        chat_first, chat_total = asyncio.run(
+            asyncio.wait_for(
+                _paired(
+                    upstream + "/chat/completions",
+                    base + "/native/v1/chat/completions",
+                    chat_stream,
+                    args.pairs,
+                    args.alternate,
+                ),
+                600,
             )
         )
         translated = cpu_ms_per_stream(
@@ -143,6 +168,8 @@ def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     return {
         "native added first event ms (p50)": added_first,
         "native added total ms (p50)": added_total,
+        "chat stream added first chunk ms (p50), same pairs": chat_first,
+        "chat stream added total ms (p50), same pairs": chat_total,
         "translate CPU ms/stream": translated,
         "chat CPU ms/stream (same upstream stream)": chat,
         "translate / chat CPU": translated / chat,
@@ -154,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--alternate", action="store_true")
     args = parser.parse_args(argv)
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-responses-") as tmp:
