@@ -70,15 +70,19 @@ def test_node_sdk_against_the_gateway(
     }
     # The file, not the directory: from Node 21 on, `--test` arguments are file patterns. The
     # reporter is named because the default one depends on the version and on a terminal.
-    done = subprocess.run(
-        [node, "--test", "--test-reporter=tap", NODE_TESTS.name],
-        cwd=NODE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_S,
-        check=False,
-    )
+    custom_upstream.responses.deviant = True  # its /v1/responses answers as llama.cpp's does
+    try:
+        done = subprocess.run(
+            [node, "--test", "--test-reporter=tap", NODE_TESTS.name],
+            cwd=NODE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
+            check=False,
+        )
+    finally:
+        custom_upstream.responses.deviant = False
     output = f"--- node stdout ---\n{done.stdout}\n--- node stderr ---\n{done.stderr}"
     assert done.returncode == 0, output
     written = len(re.findall(r"^test\(", NODE_TESTS.read_text(), re.M))
@@ -87,7 +91,7 @@ def test_node_sdk_against_the_gateway(
     assert counts.get("fail") == 0, output
     # The SDK's calls really went through the gateway to the upstream.
     paths = {r.path for r in custom_upstream.requests}
-    assert {"/v1/models", "/v1/chat/completions", "/v1/embeddings"} <= paths, paths
+    assert {"/v1/models", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"} <= paths
     streamed = [
         r
         for r in custom_upstream.requests

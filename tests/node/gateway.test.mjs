@@ -116,3 +116,36 @@ test("errors: a wrong gateway key is AuthenticationError", async () => {
     return true;
   });
 });
+
+// The Responses API on a native provider (whose upstream answers as llama.cpp's server does:
+// no sequence numbers or indices, which the SDK's stream helper needs) and a translated one.
+const translatedModel = process.env.OAI_GATEWAY_TRANSLATED_MODEL ?? "gpt-oss-120b";
+
+function responsesClient(name) {
+  return new OpenAI({ baseURL: `${root}/${name}/v1`, apiKey, maxRetries: 0, timeout: 10_000 });
+}
+
+async function responsesCreate(name, responsesModel) {
+  const done = await responsesClient(name).responses.create({ model: responsesModel, input: prompt });
+  assert.equal(done.object, "response");
+  assert.equal(done.status, "completed");
+  assert.equal(done.output_text, prompt);
+  assert.ok(done.usage.output_tokens > 0);
+}
+
+async function responsesStream(name, responsesModel) {
+  const stream = responsesClient(name).responses.stream({ model: responsesModel, input: prompt });
+  const types = [];
+  for await (const event of stream) types.push(event.type);
+  const final = await stream.finalResponse();
+  assert.equal(types[0], "response.created");
+  assert.equal(types.at(-1), "response.completed");
+  const message = final.output.find((item) => item.type === "message");
+  assert.equal(message.content.map((part) => part.text).join(""), prompt);
+}
+
+test("responses (native): create", () => responsesCreate("custom", model));
+test("responses (native): stream and finalResponse", () => responsesStream("custom", model));
+test("responses (translated): create", () => responsesCreate("cerebras", translatedModel));
+test("responses (translated): stream and finalResponse", () =>
+  responsesStream("cerebras", translatedModel));
