@@ -123,3 +123,15 @@ def test_an_exhausted_budget_says_not_to_retry() -> None:
     )
     assert error.headers["x-should-retry"] == "false"
     assert "$5" in error.message
+
+
+def test_an_rpm_only_key_has_nothing_to_settle() -> None:
+    key = record(limits=Limits(rpm=10))
+    planned = plan(key, Estimate(100, 400), None)
+    assert planned is not None
+    done = settlement(key, planned, Decision(refused=None), {"prompt_tokens": 7})
+    assert (done.tokens_delta, done.budget_delta, done.changes_anything) == (0, 0.0, False)
+    leased = record(limits=Limits(rpm=10, max_parallel=1))
+    planned = plan(leased, Estimate(1, 1), None)
+    assert planned is not None
+    assert settlement(leased, planned, Decision(refused=None), None).changes_anything

@@ -172,6 +172,8 @@ class KeyEnforcement:
         reconciled = settlement(ticket.record, ticket.plan, ticket.decision, usage)
         if self.leases is not None:
             self.leases.drop(ticket.record.id, reconciled.request_id)
+        if not reconciled.changes_anything:
+            return
         try:
             await self.store.settle(ticket.record.id, reconciled)
         except StoreUnavailableError as exc:

@@ -125,9 +125,11 @@ def settlement(
     tokens_delta, budget_delta = 0, 0.0
     if used is not None:
         input_tokens, output_tokens = used
-        tokens_delta = input_tokens + output_tokens - admission.tokens
-        real = _budget_amount(record, planned.price, input_tokens, output_tokens)
-        budget_delta = real - admission.budget_cost
+        if admission.tpm is not None:
+            tokens_delta = input_tokens + output_tokens - admission.tokens
+        if admission.budget_limit is not None:
+            real = _budget_amount(record, planned.price, input_tokens, output_tokens)
+            budget_delta = real - admission.budget_cost
     return Settlement(
         request_id=admission.request_id,
         tokens_delta=tokens_delta,

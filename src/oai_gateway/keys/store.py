@@ -81,6 +81,11 @@ class Settlement:
     period: int = 0
     release_lease: bool = False
 
+    @property
+    def changes_anything(self) -> bool:
+        """False for an rpm-only key, say: then the store need not be called at all."""
+        return bool(self.tokens_delta or self.budget_delta or self.release_lease)
+
 
 class Store(Protocol):
     """Keys by id, their change notices, and the two hot-path limiter calls."""
