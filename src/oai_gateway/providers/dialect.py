@@ -72,11 +72,12 @@ class Dialect:
     ready_path: str | None = None  # None: a model list answered is what "ready" means
     regenerate_ids: bool = False  # the upstream's ids are not unique
     one_prompt_per_call: bool = False  # legacy completions fan out, one prompt per call
-    # How messages name one provider of this kind.
-    label: str = "{kind} '{name}' at {url}"
+    # How messages name one provider of this kind: by name, never by URL, since messages reach
+    # clients and spans, and the URL is the operator's topology.
+    label: str = "{kind} '{name}'"
 
     def rewrite(self, operation: Operation, body: Json, spec: ProviderSpec) -> Json:
         return self.rewrites.get(operation, _keep)(body, spec)
 
     def label_for(self, spec: ProviderSpec) -> str:
-        return self.label.format(kind=self.kind_label, name=spec.name, url=spec.base_url)
+        return self.label.format(kind=self.kind_label, name=spec.name)

@@ -7,8 +7,8 @@ The body has already passed the dialect's quirks and rewrite, so each prompt is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 from oai_gateway.providers.base import ChunkStream, Json, UpstreamCall
 from oai_gateway.providers.dialect import Endpoint
@@ -21,9 +21,33 @@ if TYPE_CHECKING:
     from oai_gateway.providers.provider import DialectProvider
 
 
+# One legacy completion with many prompts costs the upstream this many generations at once, not
+# one per prompt: 300 prompts once made 300 concurrent generations.
+MAX_PROMPTS_IN_FLIGHT: Final = 4
+
+
 def _prompts(body: Json) -> list[str]:
     prompt = body["prompt"]
     return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+async def _bounded(calls: list[Coroutine[Any, Any, Json]]) -> list[Json]:
+    """Every call's answer, at most MAX_PROMPTS_IN_FLIGHT at a time; the first failure cancels
+    the others (running or waiting) and is raised itself."""
+    gate = asyncio.Semaphore(MAX_PROMPTS_IN_FLIGHT)
+
+    async def one(call: Coroutine[Any, Any, Json]) -> Json:
+        async with gate:
+            return await call
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(call)) for call in calls]
+    except BaseExceptionGroup as failed:
+        for call in calls:
+            call.close()  # never started: no "coroutine was never awaited" warning
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def add_usage(total: Json | None, part: Json | None) -> Json | None:
@@ -47,8 +71,8 @@ async def generate(
     prompts = _prompts(body)
     if len(prompts) == 1:
         return await provider.shaped(call, endpoint, {**body, "prompt": prompts[0]}, facts)
-    answers = await asyncio.gather(
-        *(provider.shaped(call, endpoint, {**body, "prompt": p}, facts) for p in prompts)
+    answers = await _bounded(
+        [provider.shaped(call, endpoint, {**body, "prompt": p}, facts) for p in prompts]
     )
     # Built apart from answers[0], which is both the template and one of the parts.
     choices: list[Json] = []

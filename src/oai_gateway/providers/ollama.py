@@ -119,7 +119,6 @@ def _embeddings(body: Json, spec: ProviderSpec) -> Json:
 DIALECT = Dialect(
     kind_label="Ollama",
     api_prefix="/v1",
-    label="{kind} at {url}",
     quirks=Quirks({Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}),
     rewrites={
         Operation.CHAT: _chat,

@@ -116,6 +116,8 @@ class UpstreamServer:
         self.base_url = ""
         self._cond = threading.Condition()
         self._disconnects = 0
+        self.in_flight = 0  # API requests being answered now, and the most at once
+        self.most_in_flight = 0
         self._stopping = False
         self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,6 +240,7 @@ class UpstreamServer:
             self.requests.clear()
             self.fault = None
             self._disconnects = 0
+            self.most_in_flight = 0
 
     def _count_disconnect(self) -> None:
         if self._stopping:
@@ -260,6 +263,8 @@ class UpstreamServer:
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._cond:
             self.requests.append(RecordedRequest(request.method, request.path_qs, headers, body))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self._cond.notify_all()
         try:
             fault = self.active_fault(request)
@@ -283,6 +288,9 @@ class UpstreamServer:
         except asyncio.CancelledError:
             self._count_disconnect()
             raise
+        finally:
+            with self._cond:
+                self.in_flight -= 1
 
     def auth_error(self, request: web.Request) -> web.Response:
         return self.error(request, 401, "Incorrect API key provided.", code="invalid_api_key")
