@@ -280,6 +280,12 @@ def test_input_items_without_a_chat_form_are_refused_naming_input(item: Json) ->
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"model": "m", "input": "x", "temperature": "hot"}, "temperature"),
         ({"model": "m", "input": "x", "instructions": ["a"]}, "instructions"),
+        ({"model": "m", "input": "x", "temperature": 2.5}, "temperature"),
+        ({"model": "m", "input": "x", "top_logprobs": 21}, "top_logprobs"),
+        ({"model": "m", "input": "x", "truncation": "sometimes"}, "truncation"),
+        ({"model": "m", "input": "x", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+        ({"model": "m", "input": ["not an item"]}, "input"),
+        ({"model": "m", "input": "x", "include": [1]}, "include"),
     ],
 )
 def test_fields_the_gateway_relies_on_are_checked(body: Json, param: str) -> None:

@@ -9,9 +9,13 @@ know pass through to the chat request unchanged, as on every other route (SPEC �
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
 
 from oai_gateway.errors import InvalidRequestError, UnsupportedParameterError
+from oai_gateway.wire import request_schema
+from oai_gateway.wire.request_schema import Metadata, Object, Temperature, TopP
 from oai_gateway.wire.requests import RequestFacts
 from oai_gateway.wire.responses.input_items import messages
 
@@ -31,6 +35,7 @@ _IGNORED = frozenset(
         "stream_options",
         "background",
         "truncation",
+        "context_management",
     }
 )
 _HANDLED = frozenset(
@@ -179,50 +184,56 @@ def facts(body: Json) -> RequestFacts:
     return RequestFacts(body["model"], stream=stream)
 
 
-def check(body: Json) -> bool:
-    """Check the fields the gateway itself relies on; returns whether a stream is asked for.
+class CreateResponseRequest(Struct):
+    """The top-level fields of `CreateResponse` and their types and ranges, checked with the same
+    machinery as the chat request (`wire/request_schema.py`). Items, tools and formats inside are
+    only required to be objects here: translation checks the fields it reads, and a native
+    upstream judges the rest."""
 
-    Run in every mode, before anything is sent upstream (SPEC §5: a wrong type is a 400 naming
-    the field, never a 422 or an upstream's surprise).
-    """
+    model: str
+    input: str | list[Object] | None = None
+    instructions: str | None = None
+    stream: bool | None = None
+    metadata: Metadata | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    user: str | None = None
+    safety_identifier: Annotated[str, Meta(max_length=64)] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    previous_response_id: str | None = None
+    background: bool | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tool_calls: Annotated[int, Meta(ge=0)] | None = None
+    text: Object | None = None
+    tools: list[Object] | None = None
+    tool_choice: str | Object | None = None
+    prompt: Object | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    reasoning: Object | None = None
+    include: list[str] | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    stream_options: Object | None = None
+    conversation: str | Object | None = None
+    context_management: list[Object] | None = None
+
+
+def check(body: Json) -> bool:
+    """Check the body's top-level fields against OpenAI's schema; returns whether a stream is
+    asked for. Run in every mode, before anything is sent upstream (SPEC §5)."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
+        missing = model is None
         message = (
             "Missing required parameter: 'model'."
-            if model is None
+            if missing
             else "'model' must be a non-empty string."
         )
         raise InvalidRequestError(message, param="model")
-    for name, kinds, what in _SHAPES:
-        value = body.get(name)
-        if value is not None and not _is(value, kinds):
-            raise InvalidRequestError(f"'{name}' must be {what}.", param=name)
+    request_schema.check(body, CreateResponseRequest)
     if body.get("input") is None and body.get("prompt") is None:
         raise InvalidRequestError("Missing required parameter: 'input'.", param="input")
-    limit = body.get("max_output_tokens")
-    if isinstance(limit, int) and limit < 1:
-        raise InvalidRequestError(
-            "'max_output_tokens' must be at least 1.", param="max_output_tokens"
-        )
     return body.get("stream") is True
-
-
-def _is(value: Any, kinds: tuple[type, ...]) -> bool:
-    """isinstance, except that a boolean is not a number here (JSON tells them apart)."""
-    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
-
-
-_SHAPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("stream", (bool,), "a boolean"),
-    ("input", (str, list), "a string or an array of input items"),
-    ("instructions", (str,), "a string"),
-    ("tools", (list,), "an array of tools"),
-    ("max_output_tokens", (int,), "an integer"),
-    ("temperature", (int, float), "a number"),
-    ("top_p", (int, float), "a number"),
-    ("text", (dict,), "an object"),
-    ("reasoning", (dict,), "an object"),
-    ("metadata", (dict,), "an object"),
-    ("parallel_tool_calls", (bool,), "a boolean"),
-    ("store", (bool,), "a boolean"),
-)
