@@ -26,7 +26,6 @@ MemberFactory = Callable[[ProviderSpec], Provider]
 class Fleet:
     targets: dict[str, Target] = field(default_factory=dict)
     callees: dict[Member, Provider] = field(default_factory=dict)
-    specs: dict[str, ProviderSpec] = field(default_factory=dict)
     observe: Observer | None = None
 
     def members(self) -> list[Member]:
@@ -94,7 +93,7 @@ def build_fleet(
         for pairs in spec.fallbacks.values()
         for pair in pairs
     }
-    fleet = Fleet(specs=by_name)
+    fleet = Fleet()
     for name in sorted(needed):
         spec = by_name[name]
         members = tuple(
