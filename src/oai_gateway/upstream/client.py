@@ -8,7 +8,6 @@ docs/performance.md. Nothing outside these two modules touches an upstream socke
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -184,13 +183,12 @@ class UpstreamClient:
         if pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         until = self._until(pool, stream, deadline)
-        send = functools.partial(
-            self._attempt, pool, method, path, body=body, request_id=request_id, timer=timer
-        )
         attempt, stale_retried = 0, False
         while True:
             try:
-                return await send(until=until)
+                return await self._attempt(
+                    pool, method, path, body=body, request_id=request_id, timer=timer, until=until
+                )
             except _TRANSPORT_FAILURES as exc:
                 attempt, stale_retried = await self._again(exc, attempt, stale_retried)
 

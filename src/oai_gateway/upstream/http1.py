@@ -43,6 +43,10 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+# The states of an exchange in progress (an answer is awaited or being read).
+_EXCHANGING: Final = frozenset({State.SENT, State.HEAD, State.BODY})
+
+
 class ConnectError(Exception):
     """The connection could not be opened: the upstream never saw the request."""
 
@@ -111,7 +115,7 @@ class _Answer:
         """Forget the previous answer: a new exchange starts."""
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._fields: list[tuple[str, str]] = []
+        self._fields = 0
         self._interim = False
         self._keep_alive = False
         self._complete = False
@@ -131,10 +135,15 @@ class _Answer:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.state is State.SENT:
-            self._fields.append((name.decode("latin-1").lower(), value.decode("latin-1")))
-            if len(self._fields) > MAX_HEADER_FIELDS:
+            self._fields += 1
+            if self._fields > MAX_HEADER_FIELDS:
                 self._error = ProtocolError(f"more than {MAX_HEADER_FIELDS} header fields")
                 raise _StopParsingError
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            previous = self.headers.get(key)
+            # Re-joining a repeated field is bounded by the field cap and the byte budget.
+            self.headers[key] = text if previous is None else f"{previous}, {text}"
         # A trailer field: counted in the byte budget, never merged into the headers.
 
     def on_headers_complete(self) -> None:
@@ -144,12 +153,11 @@ class _Answer:
             raise _StopParsingError
         if 100 <= status < 200:
             # An interim answer (103 Early Hints, a stray 100 Continue): the real one follows.
-            self._fields = []
+            self.headers = {}
+            self._fields = 0
             self._interim = True
             return
         self.status = status
-        self.headers = _joined(self._fields)
-        self._fields = []
         self._keep_alive = self._parser.should_keep_alive()
         self.state = State.HEAD
         self._wake()
@@ -237,7 +245,7 @@ class Connection(_Answer, asyncio.Protocol):
         if self.state is State.DONE:
             self._past_message = True
             return
-        if self.state not in (State.SENT, State.HEAD, State.BODY):
+        if self.state not in _EXCHANGING:
             self.close()  # bytes nobody asked for: the connection can no longer be trusted
             return
         self._last_data = self._loop.time()
@@ -258,7 +266,7 @@ class Connection(_Answer, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was, self.state = self.state, State.CLOSED
         self._pool.forget(self)
-        if was in (State.SENT, State.HEAD, State.BODY) and self._error is None:
+        if was in _EXCHANGING and self._error is None:
             if was is not State.SENT and self._until_close():
                 self._complete = True
             else:
@@ -344,7 +352,7 @@ class Connection(_Answer, asyncio.Protocol):
 
     def _on_timer(self, absolute: bool) -> None:
         self._timer = None
-        if self.state not in (State.SENT, State.HEAD, State.BODY, State.DONE):
+        if self.state not in _EXCHANGING and self.state is not State.DONE:
             return
         now = self._loop.time()
         if absolute and self.state is not State.DONE:
@@ -391,20 +399,6 @@ class Connection(_Answer, asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-def _joined(fields: list[tuple[str, str]]) -> dict[str, str]:
-    """Header fields by name, repeated ones joined once with `, ` (RFC 9110 §5.3)."""
-    headers: dict[str, str] = {}
-    repeated: dict[str, list[str]] = {}
-    for name, value in fields:
-        if name not in headers:
-            headers[name] = value
-        else:
-            repeated.setdefault(name, [headers[name]]).append(value)
-    for name, values in repeated.items():
-        headers[name] = ", ".join(values)
-    return headers
 
 
 class Pool:
