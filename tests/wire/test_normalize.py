@@ -29,8 +29,14 @@ def test_chat_form_logprobs_become_legacy_completion_logprobs() -> None:
         "top_logprobs": [{"Hi": -0.5}, {"!": -2.0}],
         "text_offset": [0, 2],
     }
-    legacy = {"tokens": ["x"], "token_logprobs": [-1.0], "top_logprobs": None, "text_offset": [0]}
+    legacy = {"tokens": ["x"], "token_logprobs": [-1.0], "top_logprobs": [{}], "text_offset": [0]}
     assert text_logprobs(legacy) is legacy
+    # The spec has every key as an array: one a server sends as null is left out.
+    assert text_logprobs({**legacy, "top_logprobs": None}) == {
+        "tokens": ["x"],
+        "token_logprobs": [-1.0],
+        "text_offset": [0],
+    }
 
 
 def test_usage_chunk_names_the_model_the_stream_named() -> None:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from oai_gateway.wire.normalize.common import Json, choices, envelope, index, pick
+from oai_gateway.errors import UpstreamError
+from oai_gateway.wire import answer_shapes as shapes
+from oai_gateway.wire.answer_shapes import is_text
+from oai_gateway.wire.normalize.common import (
+    Json,
+    choices,
+    chunk_finish_reason,
+    envelope,
+    finish_reason,
+    index,
+    pick,
+)
 
 _CHOICE_KEYS = frozenset({"index", "message", "finish_reason", "logprobs"})
 _MESSAGE_KEYS = frozenset(
@@ -12,21 +23,54 @@ _MESSAGE_KEYS = frozenset(
 )
 _CHUNK_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+_DELTA_ROLES = frozenset({"developer", "system", "user", "assistant", "tool"})
 
 
 def _message(message: Any) -> Json:
     out = pick(message, _MESSAGE_KEYS) if isinstance(message, dict) else {}
     out["role"] = "assistant"
     out.setdefault("content", None)
-    out.setdefault("refusal", None)
+    if not is_text(out["content"]):
+        raise UpstreamError("The upstream answer has a message whose content is not text.")
+    if not is_text(out.setdefault("refusal", None)):
+        out["refusal"] = None
+    if "tool_calls" in out and not shapes.tool_calls(out["tool_calls"], chunk=False):
+        raise UpstreamError("The upstream answer has malformed tool calls.")
+    if "function_call" in out and not shapes.function_call(out["function_call"], complete=True):
+        del out["function_call"]
+    for key, valid in (("annotations", shapes.citations), ("audio", shapes.audio)):
+        if key in out and not valid(out[key]):
+            del out[key]
     return out
+
+
+def _delta(value: Any) -> Json:
+    """A stream delta with only OpenAI's keys, each of OpenAI's type."""
+    delta = pick(value, _DELTA_KEYS) if isinstance(value, dict) else {}
+    if not is_text(delta.get("content")):
+        raise UpstreamError("The upstream sent a stream delta whose content is not text.")
+    if "tool_calls" in delta and not shapes.tool_calls(delta["tool_calls"], chunk=True):
+        raise UpstreamError("The upstream sent malformed tool-call fragments.")
+    if not is_text(delta.get("refusal")):
+        del delta["refusal"]
+    if "role" in delta and not shapes.one_of(delta["role"], _DELTA_ROLES):
+        del delta["role"]
+    if "function_call" in delta and not shapes.function_call(
+        delta["function_call"], complete=False
+    ):
+        del delta["function_call"]
+    return delta
 
 
 def chat_logprobs(value: Any) -> Json | None:
     """`{content, refusal}`, both required by the spec; some servers send only `content`."""
     if not isinstance(value, dict):
         return None
-    return {"content": value.get("content"), "refusal": value.get("refusal")}
+    return {key: _token_logprobs(value.get(key)) for key in ("content", "refusal")}
+
+
+def _token_logprobs(value: Any) -> list[Any] | None:
+    return value if isinstance(value, list) and all(map(shapes.token_logprob, value)) else None
 
 
 def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
@@ -36,8 +80,10 @@ def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
         fixed = pick(choice, _CHOICE_KEYS)
         fixed["index"] = index(choice, position)
         fixed["message"] = _message(choice.get("message"))
-        if fixed.get("finish_reason") is None:
-            fixed["finish_reason"] = "tool_calls" if fixed["message"].get("tool_calls") else "stop"
+        calls = bool(fixed["message"].get("tool_calls"))
+        fixed["finish_reason"] = finish_reason(
+            fixed.get("finish_reason"), tool_calls=calls, chat=True
+        )
         fixed["logprobs"] = chat_logprobs(fixed.get("logprobs"))
         shaped.append(fixed)
     out["choices"] = shaped
@@ -55,15 +101,14 @@ class ChatChunks:
     def choice(self, choice: Json, position: int, roles: set[int]) -> Json:
         fixed = pick(choice, _CHUNK_CHOICE_KEYS)
         at = fixed["index"] = index(choice, position)
-        delta = choice.get("delta")
-        delta = pick(delta, _DELTA_KEYS) if isinstance(delta, dict) else {}
+        delta = _delta(choice.get("delta"))
         if "role" in delta:
             if at in roles:
                 del delta["role"]
             else:
                 roles.add(at)
         fixed["delta"] = delta
-        fixed.setdefault("finish_reason", None)
+        fixed["finish_reason"] = chunk_finish_reason(fixed.get("finish_reason"), chat=True)
         if "logprobs" in fixed:
             fixed["logprobs"] = chat_logprobs(fixed["logprobs"])
         return fixed

@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 from oai_gateway.errors import UpstreamError
+from oai_gateway.wire import answer_shapes as shapes
+from oai_gateway.wire.answer_shapes import is_int
 
 Json = dict[str, Any]
 
@@ -40,11 +42,14 @@ def usage(value: Any) -> Json | None:
     counts = pick(value, _USAGE_KEYS)
     prompt = counts.get("prompt_tokens")
     completion = counts.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if not is_int(prompt) or not is_int(completion):
         return None
     counts["completion_tokens"] = completion
-    if not isinstance(counts.get("total_tokens"), int):
+    if not is_int(counts.get("total_tokens")):
         counts["total_tokens"] = prompt + completion
+    for key in ("completion_tokens_details", "prompt_tokens_details"):
+        if key in counts and not shapes.usage_details(counts[key]):
+            del counts[key]
     return counts
 
 
@@ -54,10 +59,14 @@ def envelope(obj: Json, kind: str, model: str, ident: str | None) -> Json:
     out["object"] = kind
     if ident is not None or not isinstance(out.get("id"), str):
         out["id"] = ident or new_id("chatcmpl" if kind.startswith("chat") else "cmpl")
-    if not isinstance(out.get("created"), int):
+    if not is_int(out.get("created")):
         out["created"] = int(time.time())
     if not isinstance(out.get("model"), str):
         out["model"] = model
+    if not isinstance(out.get("system_fingerprint", ""), str):
+        del out["system_fingerprint"]
+    if not shapes.one_of(out.get("service_tier"), shapes.SERVICE_TIERS):
+        out.pop("service_tier", None)
     if "usage" in out:
         fixed = usage(out["usage"])
         if fixed is None:
@@ -77,4 +86,16 @@ def choices(obj: Json) -> list[Json]:
 def index(choice: Json, position: int) -> int:
     """The choice's own index when it is one; clients key choices by it (a dict or set key)."""
     found = choice.get("index")
-    return found if isinstance(found, int) and not isinstance(found, bool) else position
+    return found if is_int(found) else position
+
+
+def finish_reason(value: Any, *, tool_calls: bool, chat: bool) -> str:
+    """The upstream's reason when OpenAI defines it; else what the choice shows it was."""
+    if shapes.one_of(value, shapes.FINISH_REASONS if chat else shapes.TEXT_FINISH_REASONS):
+        return str(value)
+    return "tool_calls" if tool_calls else "stop"
+
+
+def chunk_finish_reason(value: Any, *, chat: bool) -> str | None:
+    """Null until the choice ends, as OpenAI streams it; else as `finish_reason`."""
+    return None if value is None else finish_reason(value, tool_calls=False, chat=chat)

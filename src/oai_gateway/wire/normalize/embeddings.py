@@ -9,6 +9,7 @@ import msgspec
 
 from oai_gateway.errors import UpstreamError
 from oai_gateway.wire.answer import Answer
+from oai_gateway.wire.answer_shapes import is_int, is_number
 from oai_gateway.wire.normalize.common import Json
 
 
@@ -80,26 +81,34 @@ def exact_embeddings(raw: bytes, *, count: int, encoding: str) -> Answer | None:
 def _item(item: object, position: int, encoding: str) -> Json:
     if not isinstance(item, dict):
         raise UpstreamError("The upstream returned a malformed embedding.")
-    vector = item.get("embedding")
-    if encoding == "base64" and isinstance(vector, list):
-        vector = encode_base64(vector)
-    elif encoding == "float" and isinstance(vector, str):
-        vector = decode_base64(vector)
-    elif not isinstance(vector, list | str):
-        raise UpstreamError("The upstream returned a malformed embedding.")
     index = item.get("index")
     return {
         "object": "embedding",
-        "index": index if isinstance(index, int) else position,
-        "embedding": vector,
+        "index": index if is_int(index) else position,
+        "embedding": _vector(item.get("embedding"), encoding),
     }
+
+
+def _vector(vector: object, encoding: str) -> list[float] | str:
+    """An embedding in the client's encoding, from floats or base64, checked either way."""
+    if isinstance(vector, str):
+        floats = decode_base64(vector)  # checks it even when it is passed on as it is
+        return vector if encoding == "base64" else floats
+    if not isinstance(vector, list) or not all(map(is_number, vector)):
+        raise UpstreamError("The upstream returned a malformed embedding.")
+    if encoding != "base64":
+        return vector
+    try:
+        return encode_base64(vector)
+    except OverflowError:  # a value beyond float32's range
+        raise UpstreamError("The upstream returned an embedding out of float32 range.") from None
 
 
 def _usage(found: object) -> Json:
     tokens = found.get("prompt_tokens") if isinstance(found, dict) else None
-    tokens = tokens if isinstance(tokens, int) else 0
+    tokens = tokens if is_int(tokens) else 0
     total = found.get("total_tokens") if isinstance(found, dict) else None
-    return {"prompt_tokens": tokens, "total_tokens": total if isinstance(total, int) else tokens}
+    return {"prompt_tokens": tokens, "total_tokens": total if is_int(total) else tokens}
 
 
 def embeddings(obj: Json, *, model: str, count: int, encoding: str) -> Json:

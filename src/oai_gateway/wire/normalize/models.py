@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oai_gateway.wire.answer_shapes import is_int
 from oai_gateway.wire.normalize.common import Json
 
 
@@ -16,6 +17,6 @@ def model_object(obj: Any, *, owner: str) -> Json | None:
     return {
         "id": obj["id"],
         "object": "model",
-        "created": created if isinstance(created, int) else 0,
+        "created": created if is_int(created) else 0,
         "owned_by": owned_by if isinstance(owned_by, str) and owned_by else owner,
     }

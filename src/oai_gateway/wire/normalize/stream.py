@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from oai_gateway.wire.answer_shapes import is_int
 from oai_gateway.wire.normalize.common import Json, new_id, usage
 
 
@@ -95,7 +96,7 @@ class ChunkNormalizer:
             self._id = upstream_id if isinstance(upstream_id, str) else new_id("chatcmpl")
         if self._created is None:
             created = obj.get("created")
-            self._created = created if isinstance(created, int) else int(time.time())
+            self._created = created if is_int(created) else int(time.time())
         model = obj.get("model")
         if isinstance(model, str) and model:
             self._model = model  # the final usage chunk names the model the chunks named

@@ -5,24 +5,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from oai_gateway.wire.normalize.common import Json, choices, envelope, index, pick
+from oai_gateway.wire import answer_shapes as shapes
+from oai_gateway.wire.answer_shapes import is_number
+from oai_gateway.wire.normalize.common import (
+    Json,
+    choices,
+    chunk_finish_reason,
+    envelope,
+    finish_reason,
+    index,
+    pick,
+)
 
 _CHOICE_KEYS = frozenset({"index", "text", "finish_reason", "logprobs"})
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _alternatives(value: Any) -> dict[str, float] | None:
+def _alternatives(value: Any) -> dict[str, float]:
     """`{token: logprob}` from chat-form `top_logprobs`, skipping entries that are not a pair."""
     if not isinstance(value, list):
-        return None
+        return {}
     return {
         a["token"]: a["logprob"]
         for a in value
-        if isinstance(a, dict) and isinstance(a.get("token"), str) and _is_number(a.get("logprob"))
+        if isinstance(a, dict) and isinstance(a.get("token"), str) and is_number(a.get("logprob"))
     }
+
+
+def _legacy(value: Json) -> Json | None:
+    """Legacy logprobs as sent, without the keys some servers send as null (the spec has them
+    as arrays); None when a key holds something else."""
+    if not shapes.legacy_logprobs(value):
+        return None
+    if None in value.values():
+        return {k: v for k, v in value.items() if v is not None}
+    return value
 
 
 def text_logprobs(value: Any) -> Json | None:
@@ -33,10 +49,10 @@ def text_logprobs(value: Any) -> Json | None:
         return None
     entries = value.get("content")
     if "tokens" in value or not isinstance(entries, list):
-        return value
+        return _legacy(value)
     tokens: list[str] = []
-    logprobs: list[float | None] = []
-    top: list[dict[str, float] | None] = []
+    logprobs: list[float] = []
+    top: list[dict[str, float]] = []
     offsets: list[int] = []
     offset = 0
     for entry in entries:
@@ -44,8 +60,10 @@ def text_logprobs(value: Any) -> Json | None:
         token = item.get("token")
         token = token if isinstance(token, str) else ""
         logprob = item.get("logprob")
+        if not is_number(logprob):
+            return None  # the legacy form has no place for a missing logprob
         tokens.append(token)
-        logprobs.append(logprob if _is_number(logprob) else None)
+        logprobs.append(logprob)
         top.append(_alternatives(item.get("top_logprobs")))
         offsets.append(offset)
         offset += len(token)
@@ -65,8 +83,9 @@ def text_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
         fixed["index"] = index(choice, position)
         if not isinstance(fixed.get("text"), str):
             fixed["text"] = ""
-        if fixed.get("finish_reason") is None:
-            fixed["finish_reason"] = "stop"
+        fixed["finish_reason"] = finish_reason(
+            fixed.get("finish_reason"), tool_calls=False, chat=False
+        )
         fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
         shaped.append(fixed)
     out["choices"] = shaped
@@ -86,7 +105,7 @@ class TextChunks:
         if not isinstance(fixed.get("text"), str):
             fixed["text"] = ""
         fixed["logprobs"] = text_logprobs(fixed.get("logprobs"))
-        fixed.setdefault("finish_reason", None)
+        fixed["finish_reason"] = chunk_finish_reason(fixed.get("finish_reason"), chat=False)
         return fixed
 
 
