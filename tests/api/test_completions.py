@@ -6,13 +6,13 @@ from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 
 from tests.conftest import CHAT_MODEL, GATEWAY_KEY
 from tests.support.errors import check_error
 from tests.support.fake_upstreams import OllamaUpstream, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer
+from tests.support.sse import parse_sse
 
 PROMPTS = ["alpha beta", "gamma", "delta epsilon zeta"]
 TEXT_CHOICE_KEYS = {"text", "index", "logprobs", "finish_reason"}
@@ -31,11 +31,9 @@ def stream_events(client: httpx.Client, provider: str, **fields: Any) -> list[di
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         text = response.read().decode()
-    assert text.endswith("data: [DONE]\n\n")
-    events = [e for e in text.split("\n\n") if e and not e.startswith(":")]
-    assert all(e.startswith("data: ") and "\n" not in e for e in events)
-    assert events.count("data: [DONE]") == 1
-    return [orjson.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    events, done = parse_sse(text)
+    assert done, text[-200:]  # [DONE] last: parse_sse refuses anything after it
+    return events
 
 
 def assert_text_completion(body: dict[str, Any], provider: str) -> None:

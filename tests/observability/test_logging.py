@@ -34,6 +34,7 @@ from tests.support.fake_upstreams import (
 from tests.support.fake_upstreams.base import openai_error_body
 from tests.support.processes import GatewayProcess, base_env
 from tests.support.sockets import free_port
+from tests.support.sse import parse_sse
 
 SECOND_GATEWAY_KEY = "gw-second-key-for-logs-998877"
 WRONG_TOKEN = "xyz-client-token-not-a-key-5566"
@@ -118,9 +119,9 @@ def json_run(
             text = send(
                 "log-stream", "POST", "/cerebras/v1/chat/completions", json=stream_body
             ).text
-            events = [e.removeprefix("data: ") for e in text.split("\n\n") if e.strip()]
-            assert events[-1] == "[DONE]"
-            usage["log-stream"] = orjson.loads(events[-2])["usage"]
+            events, done = parse_sse(text)
+            assert done
+            usage["log-stream"] = events[-1]["usage"]
 
             completion = {"model": "gpt-test", "prompt": COMPLETION_PROMPT}
             send("log-legacy", "POST", "/custom/v1/completions", json=completion)

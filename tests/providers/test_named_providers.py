@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 
 from tests.conftest import CEREBRAS_KEY, CUSTOM_KEY, GATEWAY_KEY
@@ -22,6 +21,7 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
 )
 from tests.support.gateway import GatewayServer, make_config
+from tests.support.sse import stream_chunks
 
 SLOW_TIMEOUT_S = 0.3
 DELAY_S = 0.8  # longer than slow's timeout, well inside the gateway-wide one
@@ -86,14 +86,6 @@ def api(named: GatewayServer) -> Iterator[httpx.Client]:
     headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
     with httpx.Client(base_url=named.url, headers=headers, timeout=10) as http:
         yield http
-
-
-def sse_chunks(response: httpx.Response) -> list[dict[str, Any]]:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/event-stream")
-    events = [e for e in response.text.split("\n\n") if e and not e.startswith(":")]
-    assert events[-1] == "data: [DONE]"
-    return [orjson.loads(e.removeprefix("data: ")) for e in events[:-1]]
 
 
 CHAT = {"messages": [{"role": "user", "content": "hi there"}]}
@@ -262,7 +254,7 @@ def test_file_only_provider_serves_every_endpoint(api: httpx.Client, name: str) 
     assert done.json()["object"] == "text_completion"
     assert done.json()["choices"][0]["text"] == "one two"
 
-    streamed = sse_chunks(
+    streamed = stream_chunks(
         api.post(
             f"/{name}/v1/completions", json={"model": model, "prompt": "one two", "stream": True}
         )
@@ -275,7 +267,7 @@ def test_file_only_provider_serves_every_endpoint(api: httpx.Client, name: str) 
     assert chat.json()["object"] == "chat.completion"
     assert chat.json()["choices"][0]["message"]["content"] == "hi there"
 
-    chunks = sse_chunks(
+    chunks = stream_chunks(
         api.post(f"/{name}/v1/chat/completions", json={"model": model, **CHAT, "stream": True})
     )
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)

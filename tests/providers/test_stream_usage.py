@@ -7,11 +7,11 @@ import re
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from tests.conftest import CHAT_MODEL
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
+from tests.support.sse import stream_chunks
 
 PROMPT = "count these five words"
 WORDS = len(PROMPT.split())
@@ -31,11 +31,8 @@ def stream(client: httpx.Client, provider: str, endpoint: str, **extra: Any) -> 
     with client.stream(
         "POST", f"/{provider}/v1/{endpoint}", json=body(provider, endpoint, **extra)
     ) as r:
-        text = r.read().decode()
-    assert r.status_code == 200, text
-    events = [e for e in text.split("\n\n") if e and not e.startswith(":")]
-    assert events[-1] == "data: [DONE]"
-    return [orjson.loads(e.removeprefix("data: ")) for e in events[:-1]]
+        r.read()
+    return stream_chunks(r)
 
 
 def tokens(client: httpx.Client, provider: str, kind: str) -> float:

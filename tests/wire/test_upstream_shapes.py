@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.errors import check_error
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
+from tests.support.sse import parse_sse
 
 CHAT = "/custom/v1/chat/completions"
 COMPLETIONS = "/custom/v1/completions"
@@ -100,13 +101,11 @@ def test_unhashable_chunk_index_is_not_a_500(
     body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": True}
     response = client.post(CHAT, json=body)
     assert response.status_code == 200
-    events = [
-        orjson.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: {")
-    ]
+    events, done = parse_sse(response.text)
     errors = [e["error"] for e in events if "error" in e]
     for error in errors:
         assert error["code"] == "upstream_error", error
     for event in events:
         for choice in event.get("choices", []):
             assert isinstance(choice["index"], int), event
-    assert response.text.endswith("data: [DONE]\n\n") or errors, response.text
+    assert done or errors, response.text
