@@ -13,7 +13,7 @@ import pytest
 from oai_gateway.config.loader import Config
 from oai_gateway.upstream import client as upstream_client
 from tests.support.fake_upstreams import CerebrasUpstream, OllamaUpstream, OpenAICompatUpstream
-from tests.support.gateway import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, gateway_client, make_config
 from tests.support.spec import begin_test, take_violations
 from tests.support.values import (
     CEREBRAS_KEY,
@@ -110,11 +110,7 @@ def short_timeout_client(
 ) -> Iterator[httpx.Client]:
     """A client of a second gateway, in front of the same upstreams, with a short timeout."""
     config = config_for(custom, ollama, cerebras, request_timeout_s=timeout_s)
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as server,
-        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
-    ):
+    with gateway_client(config) as http:
         yield http
 
 
@@ -136,8 +132,7 @@ def gateway_url(gateway: GatewayServer) -> str:
 
 @pytest.fixture
 def client(gateway: GatewayServer) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http:
+    with gateway.client() as http:
         yield http
 
 

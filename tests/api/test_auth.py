@@ -26,7 +26,7 @@ def assert_401(response: httpx.Response) -> str:
 @pytest.fixture
 def anon(gateway: GatewayServer) -> Iterator[httpx.Client]:
     """A client of the shared gateway that sends no Authorization header of its own."""
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+    with gateway.client(None) as http:
         yield http
 
 
@@ -182,7 +182,7 @@ def test_upstream_gets_the_providers_own_key(
 
 
 def test_every_listed_key_is_accepted(two_key_gateway: GatewayServer) -> None:
-    with httpx.Client(base_url=two_key_gateway.url, timeout=10) as http:
+    with two_key_gateway.client(None) as http:
         for key in (GATEWAY_KEY, SECOND_KEY):
             response = http.get("/custom/v1/models", headers={"authorization": f"Bearer {key}"})
             assert response.status_code == 200, (key, response.text)
@@ -193,7 +193,7 @@ def test_every_listed_key_is_accepted(two_key_gateway: GatewayServer) -> None:
 def test_gateway_without_keys_serves_without_auth(
     open_gateway: GatewayServer, custom_upstream: OpenAICompatUpstream
 ) -> None:
-    with httpx.Client(base_url=open_gateway.url, timeout=10) as http:
+    with open_gateway.client(None) as http:
         assert http.get("/custom/v1/models").status_code == 200
         assert http.get("/readyz").status_code == 200
         response = http.post("/custom/v1/chat/completions", json=CHAT_BODY)

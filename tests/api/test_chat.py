@@ -356,8 +356,7 @@ def legacy_ollama() -> Iterator[GatewayServer]:
 
 
 def test_legacy_ollama_stream_sends_role_once(legacy_ollama: GatewayServer) -> None:
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=legacy_ollama.url, headers=headers, timeout=10) as http:
+    with legacy_ollama.client() as http:
         stream = stream_chat(http, "ollama", chat_body("ollama", stream=True))
     check_chunk_shape(stream, CHAT_MODEL["ollama"])
     assert len(stream.deltas()) >= 3  # several chunks, each with a role upstream

@@ -72,8 +72,7 @@ def named_gateway(
 
 @pytest.fixture
 def http(named_gateway: GatewayServer) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=named_gateway.url, headers=headers, timeout=10) as client:
+    with named_gateway.client() as client:
         yield client
 
 

@@ -96,7 +96,7 @@ def dead_gateway() -> Iterator[GatewayServer]:
 
 @pytest.fixture
 def anon(gateway: GatewayServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+    with gateway.client(None) as http:
         yield http
 
 

@@ -106,7 +106,7 @@ def test_metrics_after_mixed_workload(
 ) -> None:
     tokens: Counter[tuple[str, str, str]] = Counter()
     requests: Counter[tuple[str, str, str]] = Counter()
-    with httpx.Client(base_url=fresh_gateway.url, headers=AUTH, timeout=10) as client:
+    with fresh_gateway.client() as client:
         scraper = Scraper(client)
         for provider, model in (("custom", "gpt-test"), ("ollama", "llama3.2:1b")):
             chat = {"model": model, "messages": [{"role": "user", "content": "say hi there"}]}
@@ -259,7 +259,7 @@ def test_metrics_need_the_gateway_key(fresh_gateway: GatewayServer) -> None:
 
 def test_unknown_provider_names_do_not_become_labels(fresh_gateway: GatewayServer) -> None:
     """Names from request paths must not mint series: each would live until the process ends."""
-    with httpx.Client(base_url=fresh_gateway.url, headers=AUTH, timeout=10) as client:
+    with fresh_gateway.client() as client:
         for name in ("nosuch-a", "nosuch-b"):
             response = client.get(f"/{name}/v1/models")
             assert response.status_code == 404

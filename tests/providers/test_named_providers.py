@@ -83,8 +83,7 @@ models = ["gpt-oss-120b"]
 
 @pytest.fixture
 def api(named: GatewayServer) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=named.url, headers=headers, timeout=10) as http:
+    with named.client() as http:
         yield http
 
 

@@ -229,8 +229,7 @@ drop_unsupported_params = true
 
 @pytest.fixture
 def lenient(dropping: GatewayServer) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with httpx.Client(base_url=dropping.url, headers=headers, timeout=10) as http:
+    with dropping.client() as http:
         yield http
 
 

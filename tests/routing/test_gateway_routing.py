@@ -29,10 +29,8 @@ def gateway(tmp_path: Path, text: str) -> Iterator[httpx.Client]:
     path = tmp_path / "providers.toml"
     path.write_text(text, encoding="utf-8")
     config = make_config(providers_file=str(path), allowed_api_keys=[KEY])
-    with GatewayServer(config) as server:
-        headers = {"authorization": f"Bearer {KEY}"}
-        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-            yield client
+    with GatewayServer(config) as server, server.client(KEY) as client:
+        yield client
 
 
 def chat(client: httpx.Client, provider: str = "local", **extra: object) -> httpx.Response:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 import uvicorn
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -19,6 +22,7 @@ from oai_gateway.config.settings import Settings, builtin_providers
 from oai_gateway.server.asgi import ASGIApp
 from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.support.spec import SpecCheckingApp, load_spec
+from tests.support.values import GATEWAY_KEY
 
 START_TIMEOUT_S = 10.0
 
@@ -124,9 +128,21 @@ class LoopbackServer:
 class GatewayServer(LoopbackServer):
     """The gateway from `create_app`, every response it sends checked against OpenAI's spec."""
 
+    def client(self, key: str | None = GATEWAY_KEY, *, timeout_s: float = 10) -> httpx.Client:
+        """An httpx client of this gateway sending `key` as its bearer token (None: no key)."""
+        headers = {} if key is None else {"authorization": f"Bearer {key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
     def __init__(
         self, config: Config, http: type[asyncio.Protocol] = EnvelopeHttpToolsProtocol
     ) -> None:
         load_spec()  # before serving: the first check must not stall the gateway's event loop
         self.app: GatewayApp = create_app(config)
         super().__init__(SpecCheckingApp(self.app), http)
+
+
+@contextmanager
+def gateway_client(config: Config, key: str | None = GATEWAY_KEY) -> Iterator[httpx.Client]:
+    """A gateway from `config` and a client of it sending `key`, both closed afterwards."""
+    with GatewayServer(config) as server, server.client(key) as http:
+        yield http

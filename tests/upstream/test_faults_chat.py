@@ -24,7 +24,7 @@ from tests.support.fake_upstreams import (
     OpenAICompatUpstream,
     openai_error_body,
 )
-from tests.support.gateway import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, gateway_client, make_config
 from tests.support.sockets import closed_port, open_raw, read_until
 from tests.support.sse import parse_sse
 from tests.support.values import CHAT_PATH, PROMPT, chat_body
@@ -193,11 +193,7 @@ def test_wrong_cerebras_key_is_502(cerebras_upstream: CerebrasUpstream) -> None:
         cerebras_base_url=cerebras_upstream.base_url + "/v1",
         cerebras_api_key="csk-not-the-right-key",
     )
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as wrong,
-        httpx.Client(base_url=wrong.url, headers=headers, timeout=10) as http,
-    ):
+    with gateway_client(config) as http:
         response = post_chat(http, "cerebras", stream=False)
     error = check_error(
         response, 502, "upstream_auth_failed", type_="api_error", contains=("CEREBRAS_API_KEY",)
@@ -322,11 +318,7 @@ def dead_client() -> Iterator[httpx.Client]:
         custom_api_key=CUSTOM_KEY,
         ollama_base_url=f"http://127.0.0.1:{port}",
     )
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as server,
-        httpx.Client(base_url=server.url, headers=headers, timeout=10) as http,
-    ):
+    with gateway_client(config) as http:
         yield http
 
 

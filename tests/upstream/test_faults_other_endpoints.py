@@ -29,7 +29,7 @@ from tests.support.fake_upstreams import (
     OllamaUpstream,
     OpenAICompatUpstream,
 )
-from tests.support.gateway import GatewayServer, make_config
+from tests.support.gateway import gateway_client, make_config
 from tests.support.sockets import closed_port
 
 Json = dict[str, Any]
@@ -296,11 +296,7 @@ def gateway_in_front_of(base: str) -> Iterator[httpx.Client]:
         cerebras_base_url=base + "/v1",
         cerebras_api_key=CEREBRAS_KEY,
     )
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
-    with (
-        GatewayServer(config) as gateway,
-        httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as http,
-    ):
+    with gateway_client(config) as http:
         yield http
 
 
