@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from tests.support.fake_upstreams import Fault, OllamaUpstream, OpenAICompatUpst
 from tests.support.gateway import GatewayServer, make_config
 from tests.support.processes import GatewayProcess, base_env
 from tests.support.sockets import free_port
+from tests.support.spec import take_violations
+from tests.support.sse import stream_chunks
 
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]
@@ -99,155 +101,186 @@ def add_usage(tokens: Counter[tuple[str, str, str]], provider: str, body: dict[s
         tokens[(provider, body["model"], "completion")] += usage["completion_tokens"]
 
 
-def test_metrics_after_mixed_workload(
-    fresh_gateway: GatewayServer,
-    custom_upstream: OpenAICompatUpstream,
-    ollama_upstream: OllamaUpstream,
+@dataclass
+class Workload:
+    """One known mix of requests against a gateway of its own, and what /metrics said after."""
+
+    samples: Samples = field(default_factory=dict)  # the last scrape
+    during: Samples = field(default_factory=dict)  # a scrape while a stream was still open
+    # (provider, route, status), then (provider, model, kind)
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    tokens: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    scrapes: int = 0  # the scrapes /metrics itself has counted
+
+    @property
+    def per_route(self) -> dict[Labels, float]:
+        totals: Counter[tuple[str, str]] = Counter()
+        for (provider, route, _), n in self.requests.items():
+            totals[(provider, route)] += n
+        return {labels(provider=p, route=r): float(n) for (p, r), n in totals.items()}
+
+
+CHAT_BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "say hi there"}]}
+STREAM_BODY = {
+    "model": "gpt-test",
+    "messages": [{"role": "user", "content": "count to five please"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+def _successes(client: httpx.Client, done: Workload) -> None:
+    for provider, model in (("custom", "gpt-test"), ("ollama", "llama3.2:1b")):
+        response = client.post(
+            f"/{provider}/v1/chat/completions", json=CHAT_BODY | {"model": model}
+        )
+        assert response.status_code == 200, response.text
+        add_usage(done.tokens, provider, response.json())
+        done.requests[(provider, CHAT, "200")] += 1
+    with client.stream("POST", "/custom/v1/chat/completions", json=STREAM_BODY) as streamed:
+        streamed.read()
+    with_usage = [e for e in stream_chunks(streamed) if e.get("usage")]
+    assert len(with_usage) == 1, streamed.text
+    add_usage(done.tokens, "custom", with_usage[0])
+    done.requests[("custom", CHAT, "200")] += 1
+    response = client.post(
+        "/custom/v1/completions", json={"model": "gpt-test", "prompt": "once upon a time"}
+    )
+    assert response.status_code == 200, response.text
+    add_usage(done.tokens, "custom", response.json())
+    done.requests[("custom", COMPLETIONS, "200")] += 1
+    response = client.post(
+        "/custom/v1/embeddings", json={"model": "org/model-a", "input": ["a b", "c d e"]}
+    )
+    assert response.status_code == 200, response.text
+    assert "completion_tokens" not in response.json()["usage"]
+    add_usage(done.tokens, "custom", response.json())
+    done.requests[("custom", EMBEDDINGS, "200")] += 1
+    assert client.get("/custom/v1/models").status_code == 200
+    done.requests[("custom", MODELS, "200")] += 1
+
+
+def _failures(client: httpx.Client, upstream: OpenAICompatUpstream, done: Workload) -> None:
+    bad_request = b'{"error":{"message":"bad","type":"invalid_request_error"}}'
+    for fault, status in (
+        (Fault(kind="status", status=500, body=b"boom"), 502),
+        (Fault(kind="status", status=400, body=bad_request), 400),
+        (Fault(kind="status", status=429, headers={"retry-after": "1"}), 429),
+    ):
+        upstream.fault = fault
+        response = client.post("/custom/v1/chat/completions", json=CHAT_BODY)
+        assert response.status_code == status, response.text
+        done.requests[("custom", CHAT, str(status))] += 1
+    upstream.fault = None
+    anonymous = client.base_url.copy_with(path="/custom/v1/chat/completions")
+    response = httpx.post(str(anonymous), json=CHAT_BODY)
+    assert response.status_code == 401
+    # Authentication comes before routing, so a rejected request names no provider/route.
+    done.requests[("", "unmatched", "401")] += 1
+
+
+def _abandoned_stream(
+    client: httpx.Client, upstream: OpenAICompatUpstream, scraper: Scraper, done: Workload
 ) -> None:
-    tokens: Counter[tuple[str, str, str]] = Counter()
-    requests: Counter[tuple[str, str, str]] = Counter()
-    with fresh_gateway.client() as client:
+    """A client that leaves mid-stream: counted as 499, with its first chunk timed."""
+    upstream.fault = Fault(kind="stream_stall", after_chunks=1, delay_s=2.5)
+    with client.stream("POST", "/custom/v1/chat/completions", json=STREAM_BODY) as stalled:
+        assert stalled.status_code == 200
+        chunks = stalled.iter_raw()  # kept: dropping the iterator would close the response
+        assert next(chunks).startswith(b"data: {")
+        done.during = scraper.scrape()
+    assert upstream.wait_for_disconnect(WAIT_S)
+    upstream.fault = None
+    done.requests[("custom", CHAT, "499")] += 1
+
+
+@pytest.fixture(scope="module")
+def workload(custom_upstream: OpenAICompatUpstream, ollama_upstream: OllamaUpstream) -> Workload:
+    config = make_config(
+        allowed_api_keys=GATEWAY_KEY,
+        custom_base_url=custom_upstream.base_url + "/v1",
+        custom_api_key=CUSTOM_KEY,
+        ollama_base_url=ollama_upstream.base_url,
+        request_timeout_s=3,
+    )
+    done = Workload()
+    with GatewayServer(config) as gateway, gateway.client() as client:
         scraper = Scraper(client)
-        for provider, model in (("custom", "gpt-test"), ("ollama", "llama3.2:1b")):
-            chat = {"model": model, "messages": [{"role": "user", "content": "say hi there"}]}
-            response = client.post(f"/{provider}/v1/chat/completions", json=chat)
-            assert response.status_code == 200, response.text
-            add_usage(tokens, provider, response.json())
-            requests[(provider, CHAT, "200")] += 1
+        _successes(client, done)
+        _failures(client, custom_upstream, done)
+        _abandoned_stream(client, custom_upstream, scraper, done)
+        key = labels(provider="custom", route=CHAT, status="499")
+        done.samples = scraper.until("oai_gateway_requests_total", key, 1)
+        done.scrapes = scraper.count - 1  # the last scrape is recorded only after it answered
+    custom_upstream.clear()
+    # Set up outside any one test, so the spec check of these answers is made here.
+    assert not take_violations(), "the workload's answers break OpenAI's spec"
+    return done
 
-        stream_body = {
-            "model": "gpt-test",
-            "messages": [{"role": "user", "content": "count to five please"}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        with client.stream("POST", "/custom/v1/chat/completions", json=stream_body) as streamed:
-            assert streamed.status_code == 200
-            text = "".join(streamed.iter_text())
-        events = [
-            json.loads(line[6:])
-            for line in text.splitlines()
-            if line.startswith("data: {") and '"usage":{' in line
-        ]
-        assert len(events) == 1, text
-        add_usage(tokens, "custom", events[0])
-        requests[("custom", CHAT, "200")] += 1
 
-        response = client.post(
-            "/custom/v1/completions", json={"model": "gpt-test", "prompt": "once upon a time"}
-        )
-        assert response.status_code == 200, response.text
-        add_usage(tokens, "custom", response.json())
-        requests[("custom", COMPLETIONS, "200")] += 1
-
-        response = client.post(
-            "/custom/v1/embeddings", json={"model": "org/model-a", "input": ["a b", "c d e"]}
-        )
-        assert response.status_code == 200, response.text
-        embedded = response.json()
-        assert "completion_tokens" not in embedded["usage"]
-        add_usage(tokens, "custom", embedded)
-        requests[("custom", EMBEDDINGS, "200")] += 1
-
-        assert client.get("/custom/v1/models").status_code == 200
-        requests[("custom", MODELS, "200")] += 1
-
-        custom_upstream.fault = Fault(kind="status", status=500, body=b"boom")
-        response = client.post("/custom/v1/chat/completions", json=chat | {"model": "gpt-test"})
-        assert response.status_code == 502
-        custom_upstream.fault = Fault(
-            kind="status",
-            status=400,
-            body=b'{"error":{"message":"bad","type":"invalid_request_error"}}',
-        )
-        response = client.post("/custom/v1/chat/completions", json=chat | {"model": "gpt-test"})
-        assert response.status_code == 400
-        custom_upstream.fault = Fault(kind="status", status=429, headers={"retry-after": "1"})
-        response = client.post("/custom/v1/chat/completions", json=chat | {"model": "gpt-test"})
-        assert response.status_code == 429
-        custom_upstream.fault = None
-        requests[("custom", CHAT, "502")] += 1
-        requests[("custom", CHAT, "400")] += 1
-        requests[("custom", CHAT, "429")] += 1
-
-        response = httpx.post(f"{fresh_gateway.url}/custom/v1/chat/completions", json=chat)
-        assert response.status_code == 401
-        # Authentication comes before routing, so a rejected request names no provider/route.
-        requests[("", "unmatched", "401")] += 1
-
-        # A client that leaves mid-stream: counted as 499, with its first chunk timed.
-        custom_upstream.fault = Fault(kind="stream_stall", after_chunks=1, delay_s=2.5)
-        with client.stream("POST", "/custom/v1/chat/completions", json=stream_body) as stalled:
-            assert stalled.status_code == 200
-            chunks = stalled.iter_raw()  # kept: dropping the iterator would close the response
-            first = next(chunks)
-            assert first.startswith(b"data: {")
-            during = scraper.scrape()
-            assert during[("oai_gateway_requests_in_flight", labels())] == 2  # it and the scrape
-        assert custom_upstream.wait_for_disconnect(WAIT_S)
-        requests[("custom", CHAT, "499")] += 1
-
-        samples = scraper.until(
-            "oai_gateway_requests_total", labels(provider="custom", route=CHAT, status="499"), 1
-        )
-        scrapes = scraper.count - 1  # the last scrape is recorded only after it answered
-
-    found = series(samples, "oai_gateway_requests_total")
-    assert found.pop(labels(provider="", route="/metrics", status="200")) == scrapes
+def test_requests_are_counted_by_provider_route_and_status(workload: Workload) -> None:
+    found = series(workload.samples, "oai_gateway_requests_total")
+    assert found.pop(labels(provider="", route="/metrics", status="200")) == workload.scrapes
     expected = {
-        labels(provider=p, route=r, status=s): float(n) for (p, r, s), n in requests.items()
+        labels(provider=p, route=r, status=s): float(n)
+        for (p, r, s), n in workload.requests.items()
     }
     assert found == expected
 
-    per_route: Counter[tuple[str, str]] = Counter()
-    for (provider, route, _), n in requests.items():
-        per_route[(provider, route)] += n
+
+def test_every_request_is_timed_and_ends_in_the_inf_bucket(workload: Workload) -> None:
+    samples = workload.samples
     counts = series(samples, "oai_gateway_request_duration_seconds_count")
-    assert counts.pop(labels(provider="", route="/metrics")) == scrapes
-    assert counts == {labels(provider=p, route=r): float(n) for (p, r), n in per_route.items()}
-    # Only requests that got as far as a provider spend time upstream.
-    upstream_expected = {
-        labels(provider=p, route=r): float(n) for (p, r), n in per_route.items() if p
-    }
-    for name in ("oai_gateway_upstream_duration_seconds", "oai_gateway_overhead_seconds"):
-        assert series(samples, f"{name}_count") == upstream_expected, name
-        for key, value in series(samples, f"{name}_bucket").items():
-            assert value <= upstream_expected[key - {("le", dict(key)["le"])}]
-    # Every second ends in the +Inf bucket, and the sums are real durations.
+    assert counts.pop(labels(provider="", route="/metrics")) == workload.scrapes
+    assert counts == workload.per_route
     inf = {
         k - {("le", "+Inf")}: v
         for k, v in series(samples, "oai_gateway_request_duration_seconds_bucket").items()
         if ("le", "+Inf") in k
     }
     inf.pop(labels(provider="", route="/metrics"))
-    assert inf == {labels(provider=p, route=r): float(n) for (p, r), n in per_route.items()}
+    assert inf == workload.per_route
     sums = series(samples, "oai_gateway_request_duration_seconds_sum")
     assert 0 < sums[labels(provider="custom", route=CHAT)] < 10
-    # The stalled stream waited upstream for most of its life, so upstream time covers it.
-    assert (
-        series(samples, "oai_gateway_upstream_duration_seconds_sum")[
-            labels(provider="custom", route=CHAT)
-        ]
-        > 0
-    )
 
-    # Two streams produced a first chunk: the complete one and the abandoned one.
-    assert series(samples, "oai_gateway_time_to_first_chunk_seconds_count") == {
+
+def test_only_requests_that_reached_a_provider_spend_time_upstream(workload: Workload) -> None:
+    upstream_expected = {key: n for key, n in workload.per_route.items() if dict(key)["provider"]}
+    for name in ("oai_gateway_upstream_duration_seconds", "oai_gateway_overhead_seconds"):
+        assert series(workload.samples, f"{name}_count") == upstream_expected, name
+        for key, value in series(workload.samples, f"{name}_bucket").items():
+            assert value <= upstream_expected[key - {("le", dict(key)["le"])}]
+    # The stalled stream waited upstream for most of its life, so upstream time covers it.
+    upstream_sums = series(workload.samples, "oai_gateway_upstream_duration_seconds_sum")
+    assert upstream_sums[labels(provider="custom", route=CHAT)] > 0
+
+
+def test_both_streams_timed_their_first_chunk(workload: Workload) -> None:
+    # The complete one and the abandoned one.
+    assert series(workload.samples, "oai_gateway_time_to_first_chunk_seconds_count") == {
         labels(provider="custom", route=CHAT): 2.0
     }
 
-    assert series(samples, "oai_gateway_tokens_total") == {
-        labels(provider=p, model=m, kind=k): float(n) for (p, m, k), n in tokens.items()
-    }
-    assert all(n > 0 for n in tokens.values())
 
-    assert series(samples, "oai_gateway_upstream_errors_total") == {
+def test_tokens_are_counted_by_provider_model_and_kind(workload: Workload) -> None:
+    assert series(workload.samples, "oai_gateway_tokens_total") == {
+        labels(provider=p, model=m, kind=k): float(n) for (p, m, k), n in workload.tokens.items()
+    }
+    assert all(n > 0 for n in workload.tokens.values())
+
+
+def test_upstream_errors_are_counted_by_kind(workload: Workload) -> None:
+    assert series(workload.samples, "oai_gateway_upstream_errors_total") == {
         labels(provider="custom", kind="upstream_error"): 1.0,
         labels(provider="custom", kind="http_400"): 1.0,
         labels(provider="custom", kind="http_429"): 1.0,
     }
-    # Only the scrape that produced these numbers was still being served.
-    assert samples[("oai_gateway_requests_in_flight", labels())] == 1
+
+
+def test_requests_in_flight_count_what_is_being_served(workload: Workload) -> None:
+    # The open stream and the scrape itself; at the end only the last scrape was being served.
+    assert workload.during[("oai_gateway_requests_in_flight", labels())] == 2
+    assert workload.samples[("oai_gateway_requests_in_flight", labels())] == 1
 
 
 def test_metrics_need_the_gateway_key(fresh_gateway: GatewayServer) -> None:
