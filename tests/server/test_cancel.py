@@ -2,8 +2,8 @@
 
 The gateway runs in this process (tests/support/gateway.py), so its event loop's tasks and this
 process's open file descriptors show whether a cancelled request left a task, a socket or an
-upstream connection behind. Chat is covered in tests/upstream/test_faults_chat.py; this extends
-to legacy completions and embeddings, and adds the leak checks.
+upstream connection behind. Chat and legacy completions hang up at each stage of an answer;
+embeddings while waiting for theirs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.support.fake_upstreams import (
 )
 from tests.support.gateway import GatewayServer
 from tests.support.sockets import open_raw, read_until
+from tests.support.values import CHAT_PATH, chat_body
 
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
 SETTLE_S = 3.0
@@ -99,6 +100,20 @@ def completions(provider: str, stream: bool) -> tuple[str, dict[str, Any]]:
     return f"/{provider}/v1/completions", body
 
 
+def chat(provider: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    return CHAT_PATH.format(provider), chat_body(provider, stream=stream)
+
+
+Generation = Callable[[str, bool], tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture(params=[chat, completions], ids=["chat", "completions"])
+def generation(request: pytest.FixtureRequest) -> Generation:
+    """The request of one generating endpoint: (path, body) for a provider and a stream flag."""
+    make: Generation = request.param
+    return make
+
+
 def check_nothing_left(
     gateway: GatewayServer, upstream: OpenAICompatUpstream, baseline: tuple[int, int]
 ) -> None:
@@ -115,9 +130,10 @@ def test_disconnect_mid_stream(
     provider: str,
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
+    generation: Generation,
 ) -> None:
     upstream.chunk_delay_s, upstream.stream_chunks = 0.2, 100  # 20 s
-    conn = open_raw(gateway.port, *completions(provider, True))
+    conn = open_raw(gateway.port, *generation(provider, True))
     try:
         assert read_until(conn, b"data: {").startswith(b"HTTP/1.1 200")
     finally:
@@ -130,24 +146,32 @@ def test_disconnect_before_the_first_token(
     provider: str,
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
+    generation: Generation,
 ) -> None:
     upstream.fault = Fault(kind="stream_stall", after_chunks=0, delay_s=UPSTREAM_WAIT_S)
-    conn = open_raw(gateway.port, *completions(provider, True))
+    conn = open_raw(gateway.port, *generation(provider, True))
     try:
         assert upstream.wait_for_requests(1, 2.0)
+        head = read_until(conn, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"data:" not in head
     finally:
         conn.close()
     check_nothing_left(gateway, upstream, baseline)
 
 
-def test_disconnect_during_a_plain_completion(
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_disconnect_while_waiting_for_the_answer(
     gateway: GatewayServer,
     provider: str,
     upstream: OpenAICompatUpstream,
     baseline: tuple[int, int],
+    generation: Generation,
+    *,
+    stream: bool,
 ) -> None:
     upstream.fault = Fault(kind="delay_headers", delay_s=UPSTREAM_WAIT_S)
-    conn = open_raw(gateway.port, *completions(provider, False))
+    conn = open_raw(gateway.port, *generation(provider, stream))
     try:
         assert upstream.wait_for_requests(1, 2.0)
     finally:
