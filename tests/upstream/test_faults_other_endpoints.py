@@ -1,8 +1,8 @@
-"""Upstream faults on embeddings, legacy completions and models, every provider (SPEC §5, §4.2a).
-
-tests/upstream/test_faults_chat.py covers chat; this is the same matrix for the other endpoints,
-plus an exact count of upstream attempts for the retry rule. After every fault a normal request on
-the same endpoint succeeds, so no broken pooled connection outlives its fault.
+"""The upstream-fault matrix: every endpoint (chat and legacy completions plain and streamed,
+embeddings, models), every provider, every transport and answer fault (SPEC §5, §4.2a), plus an
+exact count of upstream attempts for the retry rule. After every fault a normal request on the
+same endpoint succeeds, so no broken pooled connection outlives its fault. What is particular to
+chat (error pass-through, keys, stream error events, the SDK) is in test_faults_chat.py.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.support.fake_upstreams import (
 )
 from tests.support.gateway import gateway_client, make_config
 from tests.support.sockets import closed_port
+from tests.support.values import CHAT_PATH, chat_body
 
 Json = dict[str, Any]
 EMBED_MODEL = {"custom": "org/model-a", "ollama": "nomic-embed-text:latest"}
@@ -45,8 +46,11 @@ class Call:
     stream: bool = False
 
     def request(self, http: httpx.Client, provider: str) -> httpx.Response:
+        if self.name == "chat":
+            body = chat_body(provider, stream=self.stream)
+            return send(http, "POST", CHAT_PATH.format(provider), body)
         if self.name == "embeddings":
-            body: Json = {"model": EMBED_MODEL[provider], "input": "a fault-tolerant embedding"}
+            body = {"model": EMBED_MODEL[provider], "input": "a fault-tolerant embedding"}
             return send(http, "POST", f"/{provider}/v1/embeddings", body)
         if self.name == "completions":
             body = {"model": CHAT_MODEL[provider], "prompt": "say hi", "stream": self.stream}
@@ -63,6 +67,7 @@ class Call:
             return
         body = response.json()
         expected = {
+            "chat": "chat.completion",
             "embeddings": "list",
             "completions": "text_completion",
             "models": "list",
@@ -78,6 +83,7 @@ def send(http: httpx.Client, method: str, path: str, body: Json | None) -> httpx
 
 
 CALLS = [
+    *[(p, Call("chat", s)) for p in ("custom", "ollama", "cerebras") for s in (False, True)],
     ("custom", Call("embeddings")),
     ("ollama", Call("embeddings")),
     *[(p, Call("completions", s)) for p in ("custom", "ollama", "cerebras") for s in (False, True)],
