@@ -5,6 +5,7 @@ cancellation, and the cross-cutting behaviour every route has (ids, timing, toke
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -399,3 +400,29 @@ def test_bad_bodies_are_400s_naming_the_field(
     reply = post(http, provider, body)
     assert reply.status_code == 400
     assert reply.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("provider", ["custom", "cerebras"])
+def test_concurrent_streams_stay_apart(named_gateway: GatewayServer, provider: str) -> None:
+    """Several streams at once: each gets its own response id, numbering and text."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+
+    def one(word: str) -> list[Json]:
+        body = {"model": CHAT_MODEL[provider], "input": f"{word} {word} {word}", "stream": True}
+        with (
+            httpx.Client(base_url=named_gateway.url, headers=headers, timeout=10) as client,
+            client.stream("POST", f"/{provider}/v1/responses", json=body) as reply,
+        ):
+            return events_of(reply.read())
+
+    words = [f"w{i}" for i in range(6)]
+    with ThreadPoolExecutor(len(words)) as pool:
+        streams = list(pool.map(one, words))
+    ids = {events[0]["response"]["id"] for events in streams}
+    assert len(ids) == len(words)
+    for word, events in zip(words, streams, strict=True):
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        final = events[-1]
+        assert final["type"] == "response.completed"
+        message = next(o for o in final["response"]["output"] if o["type"] == "message")
+        assert message["content"][0]["text"] == f"{word} {word} {word}"
