@@ -20,6 +20,7 @@ from tests.keys.replicas import burst, issue_in, update_in
 from tests.support.fake_upstreams import Fault, OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
 from tests.support.log_guard import record_text, virtual_keys_in
+from tests.support.sockets import open_raw, read_until
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 CHAT_PATH = "/custom/v1/chat/completions"
@@ -273,3 +274,24 @@ def test_the_responses_route_passes_the_same_limit(gateway: GatewayServer, store
     assert first.headers["x-ratelimit-remaining-requests"] == "0"
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_client_leaving_mid_stream_gives_its_slot_back(
+    gateway: GatewayServer, store_url: str, custom_upstream: OpenAICompatUpstream
+) -> None:
+    _, key = issue_in(store_url, limits=Limits(max_parallel=1))
+    custom_upstream.fault = Fault(kind="stream_stall", after_chunks=1, delay_s=5)
+    conn = open_raw(gateway.port, CHAT_PATH, {**CHAT, "stream": True}, key)
+    try:
+        read_until(conn, b"data: {")
+        assert post(gateway, key).status_code == 429  # the stream holds the only slot
+    finally:
+        conn.close()
+    assert custom_upstream.wait_for_disconnect(5)
+    custom_upstream.fault = None
+    for _ in range(100):  # the cancelled request settles and releases its lease
+        reply = post(gateway, key)
+        if reply.status_code == 200:
+            break
+        threading.Event().wait(0.02)
+    assert reply.status_code == 200
