@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ from oai_gateway.keys.secrets import SecretHasher, full_key, new_secret
 from oai_gateway.keys.store import Store, open_store
 from tests.keys.contract import record
 from tests.support.log_guard import virtual_keys_in
+from tests.support.sockets import free_port
 
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Replica:

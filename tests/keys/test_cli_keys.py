@@ -254,7 +254,7 @@ def test_without_a_store_url_or_with_a_bad_one(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_store(tmp_path: Path) -> None:
-    from tests.keys.redis_server import free_port
+    from tests.support.sockets import free_port
 
     done = gateway(f"redis://127.0.0.1:{free_port()}/0", tmp_path, "keys", "list")
     assert done.returncode == 1
