@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit setup node-deps codex-deps redis-server setup-llm demo
+.PHONY: run test lint typecheck unit setup node-deps codex-deps redis-server nginx setup-llm demo
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -40,6 +40,17 @@ redis-server:
 		$$sudo apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends redis-server; }
 
+# Debian's nginx, only for `nginx -t` on deploy/nginx.conf (tests/test_container.py), installed
+# the same way. The package starts a web server on port 80 where systemd runs: stopped at once.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "nginx not found and no apt-get: install nginx"; exit 1; fi; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nginx && \
+		{ $$sudo systemctl disable --now nginx >/dev/null 2>&1 || true; }; }
+
 run: setup
 	$(UV) run --frozen oai-gateway serve --host $(HOST) --port $(PORT)
 
@@ -50,7 +61,7 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
-unit: setup node-deps codex-deps redis-server
+unit: setup node-deps codex-deps redis-server nginx
 	$(UV) run --frozen pytest --cov --cov-report=term
 
 test: lint typecheck unit

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
+from oai_gateway.config.settings import Settings
+from oai_gateway.keys.store import ADMIN_KEY_MIN
+from tests.support.ci import running_in_ci
 from tests.support.gateway import GatewayServer
 from tests.support.sockets import free_port
 
@@ -163,15 +170,190 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def test_compose_runs_the_gateway_beside_ollama() -> None:
-    services = compose()["services"]
-    assert set(services) == {"ollama", "gateway"}
-    gateway = services["gateway"]
-    assert gateway["build"] == "."
-    env = gateway["environment"]
-    assert env["OLLAMA_BASE_URL"] == "http://ollama:11434"
-    # Compose refuses to start without keys rather than serving 0.0.0.0 unauthenticated.
-    assert env["ALLOWED_API_KEYS"].startswith("${ALLOWED_API_KEYS:?")
-    assert gateway["depends_on"] == {"ollama": {"condition": "service_healthy"}}
-    assert gateway["ports"] == ["127.0.0.1:8000:8000"]
-    assert "healthcheck" in services["ollama"]
+SERVICES: dict[str, Any] = compose()["services"]
+REPLICAS = ("gateway-1", "gateway-2")
+SECRET_NAME = re.compile(r"(KEY|KEYS|SECRET|PASSWORD|TOKEN)$")
+
+
+def test_compose_runs_two_replicas_redis_and_a_load_balancer_beside_ollama() -> None:
+    assert set(SERVICES) == {"ollama", "redis", *REPLICAS, "lb"}
+    for name in REPLICAS:
+        replica = SERVICES[name]
+        assert replica["build"] == "."
+        assert replica["environment"]["OLLAMA_BASE_URL"] == "http://ollama:11434"
+        assert replica["depends_on"] == {
+            "ollama": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+        }
+        # The image's HEALTHCHECK (tested above) stays in force: not overridden or disabled.
+        assert "healthcheck" not in replica
+    assert "healthcheck" in SERVICES["ollama"]
+
+
+def test_replicas_share_one_store_on_the_redis_service() -> None:
+    urls = {SERVICES[name]["environment"]["STORE_URL"] for name in REPLICAS}
+    assert len(urls) == 1
+    url = urlsplit(urls.pop())
+    assert url.scheme == "redis"
+    assert url.hostname in SERVICES  # the compose service, reached by name
+    assert url.hostname == "redis"
+    assert url.port == 6379
+
+
+def test_redis_is_pinned_to_a_major_of_at_least_7_and_health_checked() -> None:
+    redis = SERVICES["redis"]
+    repository, _, tag = redis["image"].partition(":")
+    assert repository == "redis"
+    major = re.match(r"\d+", tag)
+    assert major is not None, f"no pinned version in {redis['image']!r}"
+    assert int(major.group()) >= 7
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis  # reachable from the replicas only
+
+
+def test_keys_are_required_from_the_environment_never_written_here() -> None:
+    for name in REPLICAS:
+        env = SERVICES[name]["environment"]
+        # Compose refuses to start without keys rather than serving 0.0.0.0 unauthenticated.
+        assert env["ALLOWED_API_KEYS"].startswith("${ALLOWED_API_KEYS:?")
+        assert env["ADMIN_API_KEY"].startswith("${ADMIN_API_KEY:?")
+        assert f"at least {ADMIN_KEY_MIN}" in env["ADMIN_API_KEY"]
+    for service in SERVICES.values():
+        for variable, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(variable):
+                assert re.fullmatch(rf"\$\{{{variable}(:\?[^}}]+|:-)\}}", value), variable
+        for word in service.get("command", []):
+            assert "requirepass" not in word
+    assert urlsplit(SERVICES["gateway-1"]["environment"]["STORE_URL"]).password is None
+
+
+def test_only_the_load_balancer_is_published_on_loopback() -> None:
+    published = {name: svc["ports"] for name, svc in SERVICES.items() if "ports" in svc}
+    assert published == {"lb": ["127.0.0.1:8000:8000"]}
+    lb = SERVICES["lb"]
+    repository, _, tag = lb["image"].partition(":")
+    assert repository in ("nginx", "haproxy")
+    assert re.match(r"\d+\.\d+", tag), f"no pinned version in {lb['image']!r}"
+    assert lb["volumes"] == ["./deploy/nginx.conf:/etc/nginx/nginx.conf:ro"]
+    assert lb["depends_on"] == {name: {"condition": "service_healthy"} for name in REPLICAS}
+    assert "/healthz" in " ".join(lb["healthcheck"]["test"])
+
+
+NGINX_CONF = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+NGINX_TOKEN = re.compile(r"""#[^\n]*|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[{};]|[^\s{};'"#]+""")
+
+
+@dataclass
+class Directive:
+    name: str
+    args: list[str]
+    block: list[Directive]
+
+
+def nginx_directives(text: str) -> list[Directive]:
+    """nginx.conf as nested directives: quoted arguments unquoted, comments dropped."""
+    stack: list[list[Directive]] = [[]]
+    words: list[str] = []
+    for token in NGINX_TOKEN.findall(text):
+        if token.startswith("#"):
+            continue
+        if token in (";", "{"):
+            directive = Directive(words[0], [w.strip("'\"") for w in words[1:]], [])
+            stack[-1].append(directive)
+            words = []
+            if token == "{":
+                stack.append(directive.block)
+        elif token == "}":
+            assert not words, f"unterminated directive {words}"
+            stack.pop()
+        else:
+            words.append(token)
+    assert len(stack) == 1, "unbalanced braces in nginx.conf"
+    assert not words, f"unterminated directive {words}"
+    return stack[0]
+
+
+def find(directives: list[Directive], *path: str) -> list[Directive]:
+    found = [d for d in directives if d.name == path[0]]
+    if len(path) == 1:
+        return found
+    return [hit for d in found for hit in find(d.block, *path[1:])]
+
+
+def one(directives: list[Directive], *path: str) -> list[str]:
+    [hit] = find(directives, *path)
+    return hit.args
+
+
+NGINX = nginx_directives(NGINX_CONF)
+DEFAULTS = Settings.model_fields
+
+
+def test_load_balancer_sends_to_both_replicas_over_kept_alive_http11() -> None:
+    servers = [d.args[0] for d in find(NGINX, "http", "upstream", "server")]
+    port = Settings.model_fields["service_port"].default
+    assert sorted(servers) == [f"{name}:{port}" for name in REPLICAS]
+    [upstream] = find(NGINX, "http", "upstream")
+    [location] = [d for d in find(NGINX, "http", "server", "location") if d.args == ["/"]]
+    assert one(location.block, "proxy_pass") == [f"http://{upstream.args[0]}"]
+    assert one(location.block, "proxy_http_version") == ["1.1"]
+    headers = {d.args[0]: d.args[1] for d in find(location.block, "proxy_set_header")}
+    assert headers["Connection"] == ""  # no "close": upstream connections are reused
+    assert int(one(upstream.block, "keepalive")[0]) > 0
+    # Closed by nginx before the gateway closes an idle connection itself.
+    idle = one(upstream.block, "keepalive_timeout")[0]
+    assert float(idle.removesuffix("s")) < DEFAULTS["server_keepalive_s"].default
+
+
+def test_load_balancer_is_safe_for_streams_and_large_bodies() -> None:
+    [location] = [d for d in find(NGINX, "http", "server", "location") if d.args == ["/"]]
+    assert one(location.block, "proxy_buffering") == ["off"]
+    for timeout in ("proxy_read_timeout", "proxy_send_timeout"):
+        seconds = float(one(location.block, timeout)[0].removesuffix("s"))
+        assert seconds > DEFAULTS["request_timeout_s"].default, timeout
+    limit = int(one(NGINX, "http", "server", "client_max_body_size")[0])
+    for name in REPLICAS:
+        assert int(SERVICES[name]["environment"]["MAX_REQUEST_BYTES"]) == limit
+    assert limit == DEFAULTS["max_request_bytes"].default
+    assert one(NGINX, "http", "server", "listen") == [str(DEFAULTS["service_port"].default)]
+
+
+def test_load_balancer_answers_its_own_errors_in_the_openai_shape() -> None:
+    locations = {d.args[0]: d for d in find(NGINX, "http", "server", "location")}
+    pages = {d.args[-1]: d.args[:-1] for d in find(NGINX, "http", "server", "error_page")}
+    assert pages == {"@too_large": ["413"], "@no_replica": ["502", "503", "504"]}
+    for name in pages:
+        status, body = one(locations[name].block, "return")
+        error = json.loads(body.replace("\\'", "'"))["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert int(status) == (413 if name == "@too_large" else 503)
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (path for path in ("/usr/sbin/nginx",) if Path(path).exists()), None
+    )
+    if found is None:
+        message = "nginx not found: `make test` installs it (Debian package nginx)"
+        if running_in_ci():
+            pytest.fail(message)
+        pytest.skip(f"{message} (CI fails here)")
+    return found
+
+
+def test_nginx_accepts_the_load_balancer_config(tmp_path: Path) -> None:
+    # `nginx -t` resolves upstream names: the compose service names exist only in compose.
+    local = NGINX_CONF
+    for name in REPLICAS:
+        local = local.replace(f"{name}:", "127.0.0.1:")
+    assert local != NGINX_CONF
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(local, encoding="utf-8")
+    result = subprocess.run(
+        [nginx_binary(), "-t", "-q", "-p", str(tmp_path), "-e", "stderr", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
