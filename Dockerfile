@@ -24,9 +24,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # --- runtime: the venv and an unprivileged user, no build tools, no uv -----------------------
 FROM ${PYTHON_IMAGE} AS runtime
+# /var/lib/oai-gateway: where a one-host SQLite store (STORE_URL) lives; a named volume mounted
+# there starts out owned by the gateway user, so the unprivileged process can write it.
 RUN groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid gateway --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin gateway
+        --home-dir /nonexistent --shell /usr/sbin/nologin gateway \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/oai-gateway
 COPY --from=build /opt/venv /opt/venv
 # SERVICE_HOST=0.0.0.0 so the published port reaches the gateway. On a non-loopback address the
 # gateway refuses to start without keys (SPEC §4.1): set ALLOWED_API_KEYS when running the image

@@ -110,6 +110,15 @@ def test_runs_as_a_non_root_user() -> None:
     assert all(item.keyword != "USER" for item in FINAL[last_user + 1 :])
 
 
+def test_has_a_data_directory_the_user_owns_for_a_sqlite_store() -> None:
+    # A named volume copies the ownership of the image's directory it is mounted on.
+    user = of(FINAL, "USER")[-1]
+    assert any(
+        f"install -d -o {user.replace(':', ' -g ')} -m 0750 /var/lib/oai-gateway" in run
+        for run in of(FINAL, "RUN")
+    )
+
+
 def test_listens_on_all_interfaces_and_says_keys_are_then_required() -> None:
     env = " ".join(of(FINAL, "ENV"))
     assert "SERVICE_HOST=0.0.0.0" in env
