@@ -330,12 +330,13 @@ def test_load_balancer_is_safe_for_streams_and_large_bodies() -> None:
 def test_load_balancer_answers_its_own_errors_in_the_openai_shape() -> None:
     locations = {d.args[0]: d for d in find(NGINX, "http", "server", "location")}
     pages = {d.args[-1]: d.args[:-1] for d in find(NGINX, "http", "server", "error_page")}
-    assert pages == {"@too_large": ["413"], "@no_replica": ["502", "503", "504"]}
-    for name in pages:
+    # `=N` sets the answer's status: without it nginx keeps the original one (a 502 stays 502).
+    assert pages == {"@too_large": ["413", "=413"], "@no_replica": ["502", "503", "504", "=503"]}
+    for name, codes in pages.items():
         status, body = one(locations[name].block, "return")
+        assert f"={status}" == codes[-1]
         error = json.loads(body.replace("\\'", "'"))["error"]
         assert set(error) == {"message", "type", "param", "code"}
-        assert int(status) == (413 if name == "@too_large" else 503)
 
 
 def nginx_binary() -> str:
