@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import CUSTOM_KEY
+from tests.keys.redis_server import RedisServer
 from tests.support.errors import check_error
 from tests.support.fake_upstreams import OpenAICompatUpstream
 from tests.support.gateway import GatewayServer, make_config
@@ -194,3 +195,30 @@ def test_without_admin_key_or_store_the_admin_api_is_404(
             reply = httpx.request(method, server.url + path, headers=headers, timeout=10)
             assert check_error(reply, 404)["type"] == "invalid_request_error"
         assert chat(server, GATEWAY_KEY).status_code == 200
+
+
+def test_the_admin_api_answers_503_while_its_store_is_away(
+    custom_upstream: OpenAICompatUpstream, tmp_path: Path
+) -> None:
+    """Every admin call needs the store, whatever STORE_FAILURE_MODE says of the data plane:
+    with Redis stopped the answer is 503 store_unavailable (retryable), not a 500; with Redis
+    back the same gateway serves the admin API again without a restart."""
+    with RedisServer(persist=True) as redis:
+        server = gateway_for(
+            custom_upstream, tmp_path, store_url=redis.url, admin_api_key=ADMIN_KEY
+        )
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+        with server, httpx.Client(base_url=server.url + "/admin/v1", headers=headers) as http:
+            assert http.post("/keys", json={"name": "before"}).status_code == 201
+            redis.stop()
+            calls = [
+                http.get("/keys"),
+                http.post("/keys", json={"name": "during"}),
+                http.get("/usage"),
+            ]
+            for response in calls:
+                check_error(response, 503, "store_unavailable", type_="api_error")
+            redis.start()
+            listed = http.get("/keys")
+            assert listed.status_code == 200, listed.text
+            assert [key["name"] for key in listed.json()["data"]] == ["before"]

@@ -16,12 +16,17 @@ from oai_gateway.api.body import read_body
 from oai_gateway.api.exchange import Exchange, Services
 from oai_gateway.errors import AuthenticationError, RouteNotFoundError
 from oai_gateway.keys.admin import KeyAdmin, Reply
+from oai_gateway.keys.refusals import StoreUnreachableError
+from oai_gateway.keys.store import StoreUnavailableError
 from oai_gateway.server.asgi import Scope, header
 from oai_gateway.wire.requests import parse_object
 
 _WRONG_KEY = (
     "Invalid or missing admin key. Send 'Authorization: Bearer <ADMIN_API_KEY>' to use /admin/v1."
 )
+
+
+ADMIN_STORE_DOWN = "The gateway cannot reach its key store (STORE_URL); retry once it is back."
 
 
 def _digest(value: bytes) -> bytes:
@@ -66,7 +71,12 @@ async def _body(services: Services, exchange: Exchange) -> object:
 
 
 async def _send(exchange: Exchange, reply: Awaitable[Reply]) -> None:
-    status, answer = await reply
+    try:
+        status, answer = await reply
+    except StoreUnavailableError as exc:
+        # An admin call cannot be served without its store, whatever STORE_FAILURE_MODE says
+        # (that mode is about the data plane): 503, which the caller may retry.
+        raise StoreUnreachableError(ADMIN_STORE_DOWN) from exc
     await exchange.respond.json(status, orjson.dumps(answer))
 
 
