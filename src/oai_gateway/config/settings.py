@@ -28,20 +28,49 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oai_gateway.keys.store import ADMIN_KEY_MIN, check_store_url
 from oai_gateway.upstream.client import header_problem
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-ProviderKind = Literal["openai", "ollama", "cerebras"]
 ResponsesMode = Literal["native", "translate", "off"]
-# SPEC §9: kinds whose servers have /v1/responses relay it; Cerebras has none.
-RESPONSES_DEFAULTS: Mapping[str, ResponsesMode] = {
-    "openai": "native",
-    "ollama": "native",
-    "cerebras": "translate",
-}
+
+
+@dataclass(frozen=True, slots=True)
+class KindConfig:
+    """What configuration needs to know about a provider kind. Each kind's module declares its
+    own (on its `Dialect`), so adding a kind changes nothing in config/."""
+
+    responses: ResponsesMode = "native"  # SPEC §9: how /responses is served by default
+    default_base_url: str | None = None  # None: a providers-file entry must give base_url
+    strip_v1: bool = False  # a trailing /v1 of the base URL is tolerated and dropped
+    key_required: bool = False  # a providers-file entry must name api_key_env
+
+
+def provider_kinds() -> Mapping[str, KindConfig]:
+    """Kind name -> its configuration, in registry order: the registry is the one list."""
+    # Imported here, not at the top: the providers import this module for ProviderSpec.
+    from oai_gateway.providers.registry import KINDS  # noqa: PLC0415
+
+    return {name: dialect.config for name, dialect in KINDS.items()}
+
+
+def kind_config(kind: str) -> KindConfig:
+    return provider_kinds()[kind]
+
+
+def _kind(value: object) -> object:
+    """A kind the registry knows; else the error a Literal of the kinds would give."""
+    names = list(provider_kinds())
+    if isinstance(value, str) and value in names:
+        return value
+    quoted = [repr(n) for n in names]
+    expected = (
+        " or ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    )
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
 
 
 class ConfigError(Exception):
@@ -228,7 +257,7 @@ class ProviderSpec:
     """One resolved provider: everything its module needs, secrets still wrapped."""
 
     name: str
-    kind: ProviderKind
+    kind: str  # a name in providers/registry.py KINDS
     base_url: str
     api_key: SecretStr | None = None
     api_key_env: str | None = None
@@ -251,7 +280,7 @@ class ProviderSpec:
     @property
     def responses_mode(self) -> ResponsesMode:
         """How `/responses` is served: relayed, translated to chat, or refused (SPEC §9)."""
-        return self.responses or RESPONSES_DEFAULTS[self.kind]
+        return self.responses or kind_config(self.kind).responses
 
     @property
     def routed(self) -> bool:
@@ -264,10 +293,6 @@ class ProviderSpec:
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_DEFAULT_URLS: Mapping[str, str] = {
-    "ollama": "http://127.0.0.1:11434",
-    "cerebras": "https://api.cerebras.ai/v1",
-}
 
 
 def _env_name(value: str | None) -> str | None:
@@ -318,7 +343,7 @@ class ProviderEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: ProviderKind
+    kind: str
     base_url: str | None = None
     api_key_env: str | None = None
     models: tuple[str, ...] | None = None
@@ -333,6 +358,7 @@ class ProviderEntry(BaseModel):
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     prices: dict[str, PriceEntry] = Field(default_factory=dict)
 
+    _check_kind = field_validator("kind", mode="before")(_kind)
     _check_env = field_validator("api_key_env")(_env_name)
     _check_headers = field_validator("headers")(_headers)
 
@@ -359,15 +385,15 @@ class ProviderEntry(BaseModel):
 
 def _base_url(kind: str, value: str, where: str = "base_url") -> str:
     try:
-        return http_url(value, strip_v1=kind == "ollama")
+        return http_url(value, strip_v1=kind_config(kind).strip_v1)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
 
 def _key(kind: str, env_name: str | None, env: Mapping[str, str], where: str) -> SecretStr | None:
     if env_name is None:
-        if kind == "cerebras":
-            raise ValueError(f"{where}: required for kind 'cerebras'")
+        if kind_config(kind).key_required:
+            raise ValueError(f"{where}: required for kind {kind!r}")
         return None
     key = env.get(env_name) or None
     if key is None:
@@ -401,9 +427,9 @@ def resolve_entry(
         upstreams = _upstreams(entry, env)
         first = upstreams[0]
     else:
-        base_url = entry.base_url or _DEFAULT_URLS.get(entry.kind)
+        base_url = entry.base_url or kind_config(entry.kind).default_base_url
         if base_url is None:
-            raise ValueError("base_url: required for kind 'openai'")
+            raise ValueError(f"base_url: required for kind {entry.kind!r}")
         key = _key(entry.kind, entry.api_key_env, env, "api_key_env")
         upstreams = ()
         first = UpstreamSpec(

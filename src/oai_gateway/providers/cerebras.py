@@ -7,6 +7,7 @@ Cerebras validates strictly: an OpenAI field it does not know is a 400 in its ow
 
 from __future__ import annotations
 
+from oai_gateway.config.settings import KindConfig
 from oai_gateway.providers.base import Operation
 from oai_gateway.providers.dialect import Dialect
 from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
@@ -41,4 +42,8 @@ DIALECT = Dialect(
     unsupported=frozenset({Operation.EMBEDDINGS}),
     quirks=Quirks({Operation.CHAT: CHAT_RULES, Operation.COMPLETIONS: COMPLETION_RULES}),
     rewrites={Operation.CHAT: developer_as_system},
+    # No /v1/responses upstream (SPEC §9): translated to chat.
+    config=KindConfig(
+        responses="translate", default_base_url="https://api.cerebras.ai/v1", key_required=True
+    ),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from oai_gateway.config.settings import ProviderSpec
+from oai_gateway.config.settings import KindConfig, ProviderSpec
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.providers.quirks import NO_QUIRKS, Quirks
 from oai_gateway.wire.normalize.chat import CHAT_CHUNKS, chat_completion
@@ -75,6 +75,8 @@ class Dialect:
     # How messages name one provider of this kind: by name, never by URL, since messages reach
     # clients and spans, and the URL is the operator's topology.
     label: str = "{kind} '{name}'"
+    # What a providers file needs of the kind: default base URL, /responses mode, key required.
+    config: KindConfig = field(default_factory=KindConfig)
 
     def rewrite(self, operation: Operation, body: Json, spec: ProviderSpec) -> Json:
         return self.rewrites.get(operation, _keep)(body, spec)

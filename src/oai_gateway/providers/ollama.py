@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from oai_gateway.config.settings import ProviderSpec
+from oai_gateway.config.settings import KindConfig, ProviderSpec
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.providers.dialect import Dialect
 from oai_gateway.providers.quirks import Fate, FieldRule, Quirks
@@ -129,6 +129,7 @@ DIALECT = Dialect(
     parse_models=_models,
     model_aliases=_aliases,
     ready_path="/api/version",
+    config=KindConfig(default_base_url="http://127.0.0.1:11434", strip_v1=True),
     regenerate_ids=True,
     one_prompt_per_call=True,
 )

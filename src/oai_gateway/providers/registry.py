@@ -1,6 +1,7 @@
 """The provider registry: built once from configuration at the composition root.
 
-Adding a provider kind is one module building a `Dialect` plus one entry in `KINDS`.
+Adding a provider kind is one module building a `Dialect` plus one entry in `KINDS`; the
+configuration takes the kind names and each kind's `KindConfig` from here (config/settings.py).
 """
 
 from __future__ import annotations
