@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CODEX = ROOT / "tests" / "codex" / "node_modules" / ".bin" / "codex"
 TEMPLATE = Path(__file__).with_name("gemma-tools.jinja")
 CODEX_TIMEOUT_S = 150.0
+CODEX_SERVER_START_S = 40.0
+# pytest-timeout's bound covers fixture set-up too: the first Codex case also starts its
+# llama-server, so the case may take both bounds (plus the gateway's start) before failing.
+CODEX_TEST_TIMEOUT_S = CODEX_TIMEOUT_S + CODEX_SERVER_START_S + 30.0
 MODES = ("custom", "translated")
 
 
@@ -106,7 +110,7 @@ def codex_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[llama_serv
     extra: tuple[str, ...] = ("--api-key", UPSTREAM_KEY, "-c", "8192", "-np", "1", "-n", "64")
     extra += ("-l", "106+18", "--temp", "0")
     server = llama_server.LlamaServer({**state, "server_args": args}, log, extra_args=extra)
-    server.start(timeout_s=40)
+    server.start(timeout_s=CODEX_SERVER_START_S)
     try:
         yield server
     finally:
@@ -156,6 +160,7 @@ def codex_gateway_config(llama: llama_server.LlamaServer, tmp_path: Path) -> Any
     )
 
 
+@pytest.mark.timeout(CODEX_TEST_TIMEOUT_S)
 @pytest.mark.parametrize("provider", MODES)
 def test_codex_exec_through_the_gateway(
     codex_llama: llama_server.LlamaServer, tmp_path: Path, provider: str
