@@ -134,3 +134,22 @@ async def burst(
                 for i in range(count)
             )
         )
+
+
+POLL_EVERY_S = 0.05
+POLL_FOR_S = 5.0  # bounds the wait; the 1 s guarantee is the cache's TTL (keys/cache.py)
+
+
+def until_status(
+    url: str, key: str, path: str, body: dict[str, Any], status: int
+) -> tuple[httpx.Response, float]:
+    """Sends the request every POLL_EVERY_S until it answers `status` or POLL_FOR_S has
+    passed: the last answer, and the seconds from the first request to it."""
+    headers = {"authorization": f"Bearer {key}"}
+    started = time.monotonic()
+    while True:
+        reply = httpx.post(url + path, json=body, headers=headers, timeout=10)
+        waited = time.monotonic() - started
+        if reply.status_code == status or waited > POLL_FOR_S:
+            return reply, waited
+        time.sleep(POLL_EVERY_S)

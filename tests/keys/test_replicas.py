@@ -4,7 +4,6 @@ workers sharing one SQLite file; and the store going away and coming back (SPEC 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +14,11 @@ from msgspec.structs import replace
 from oai_gateway.keys.records import Limits, now_iso
 from tests.conftest import CUSTOM_KEY, GATEWAY_KEY
 from tests.keys.redis_server import RedisServer
-from tests.keys.replicas import Replica, burst, issue_in, update_in
+from tests.keys.replicas import Replica, burst, issue_in, until_status, update_in
 from tests.support.fake_upstreams import OpenAICompatUpstream
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 CHAT_PATH = "/custom/v1/chat/completions"
-REVOCATION_BOUND_S = 1.0  # SPEC §10.1: every worker and replica within 1 s
 
 
 def replica_env(upstream: OpenAICompatUpstream, store_url: str, **extra: str) -> dict[str, str]:
@@ -70,18 +68,17 @@ def test_twenty_requests_over_two_replicas_one_limit_one_success(
     assert served_by == set(urls)
 
 
-def test_a_revocation_through_one_process_is_refused_by_another_within_a_second(
+def test_a_revocation_written_to_the_store_is_refused_by_a_replica(
     two_replicas: tuple[Replica, Replica], shared_store: str
 ) -> None:
+    # As the CLI revokes: straight into the store, through no replica's admin API (that path:
+    # test_admin_replicas.py). The 1 s of SPEC §10.1 is the cache's TTL, pinned there.
     made, key = issue_in(shared_store)
     _, other = two_replicas
     assert post(other.url, key).status_code == 200  # now cached in that replica
     update_in(shared_store, replace(made, revoked_at=now_iso()))
-    revoked = time.monotonic()
-    while (reply := post(other.url, key)).status_code == 200:
-        assert time.monotonic() - revoked < REVOCATION_BOUND_S, "revoked key still served"
-    assert time.monotonic() - revoked < REVOCATION_BOUND_S
-    assert reply.status_code == 401
+    reply, waited = until_status(other.url, key, CHAT_PATH, CHAT, 401)
+    assert reply.status_code == 401, f"revoked key still served after {waited:.2f}s"
     assert "revoked" in reply.json()["error"]["message"]
 
 
