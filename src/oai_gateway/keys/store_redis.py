@@ -9,6 +9,7 @@ are published on one channel; subscribers drop their cached record at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from importlib import resources
@@ -70,10 +71,12 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def key_names(key_id: str) -> list[str]:
-    """The limiter keys of one virtual key, all in the slot of its hash tag."""
+@functools.lru_cache(maxsize=4096)
+def key_names(key_id: str) -> tuple[str, ...]:
+    """The limiter keys of one virtual key, all in the slot of its hash tag (cached: the same
+    tuple per key, so the batcher reuses its encoded call head)."""
     tag = f"{PREFIX}:{{{key_id}}}"
-    return [f"{tag}:log", f"{tag}:tok", f"{tag}:lease", f"{tag}:budget"]
+    return (f"{tag}:log", f"{tag}:tok", f"{tag}:lease", f"{tag}:budget")
 
 
 def record_name(key_id: str) -> str:
