@@ -41,7 +41,7 @@ class ScriptBatcher:
         self._sending: set[asyncio.Task[None]] = set()
         self._heads: dict[tuple[str, Sequence[str]], tuple[bytes, int]] = {}
 
-    def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """An awaitable of the script's reply (its exception on failure)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._pending:
@@ -49,7 +49,7 @@ class ScriptBatcher:
         self._pending.append((script, keys, args, future, self._pack(script, keys, args)))
         return future
 
-    def _pack(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+    def _pack(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
         head = self._heads.get((script.sha, keys))
         if head is None:
             if len(self._heads) >= HEADS_KEPT:
@@ -57,7 +57,11 @@ class ScriptBatcher:
             parts = [b"EVALSHA", script.sha.encode(), b"%d" % len(keys), *map(_encoded, keys)]
             head = self._heads[(script.sha, keys)] = (b"".join(map(_bulk, parts)), len(parts))
         body, count = head
-        tail = b"".join([_bulk(_encoded(a)) for a in args])
+        texts = [a if isinstance(a, str) else str(a) for a in args]
+        joined = "".join([f"${len(t)}\r\n{t}\r\n" for t in texts])
+        # One encode for all arguments; the lengths above count characters, so only when every
+        # character is one byte (ids and numbers always are).
+        tail = joined.encode() if joined.isascii() else b"".join([_bulk(t.encode()) for t in texts])
         return b"*%d\r\n%s%s" % (count + len(args), body, tail)
 
     def _flush(self) -> None:
