@@ -1,12 +1,19 @@
 """Ollama's one-prompt-per-call fan-out is bounded: a legacy completion with many prompts runs
-at most MAX_PROMPTS_IN_FLIGHT generations at once, and the first failure cancels the rest."""
+at most the provider's `max_prompts_in_flight` generations at once (4 unless the providers file
+says otherwise), and the first failure cancels the rest."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
-from oai_gateway.providers.fanout import MAX_PROMPTS_IN_FLIGHT
+from oai_gateway.config.settings import ProviderSpec
+from tests.conftest import GATEWAY_KEY
 from tests.support.fake_upstreams import Fault, OllamaUpstream
+from tests.support.gateway import GatewayServer, make_config
+
+MAX_PROMPTS_IN_FLIGHT = ProviderSpec(name="x", kind="ollama", base_url="").max_prompts_in_flight
 
 PROMPTS = [f"prompt {i}" for i in range(12)]
 
@@ -36,3 +43,21 @@ def test_the_first_failure_cancels_the_prompts_not_yet_sent(
     # Given a second to arrive, the prompts not yet sent must never reach the upstream.
     assert not ollama_upstream.wait_for_requests(len(PROMPTS), 1.0)
     assert len(ollama_upstream.requests) <= 2 * MAX_PROMPTS_IN_FLIGHT
+
+
+def test_the_bound_is_a_providers_file_setting(
+    ollama_upstream: OllamaUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "providers.toml"
+    path.write_text(
+        f'[providers.ollama]\nkind = "ollama"\nbase_url = "{ollama_upstream.base_url}"\n'
+        "max_prompts_in_flight = 2\n",
+        encoding="utf-8",
+    )
+    config = make_config(providers_file=str(path), allowed_api_keys=GATEWAY_KEY)
+    ollama_upstream.fault = Fault(kind="delay_headers", delay_s=0.1)
+    with GatewayServer(config) as server, server.client() as client:
+        response = complete(client)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == len(PROMPTS)
+    assert ollama_upstream.most_in_flight == 2

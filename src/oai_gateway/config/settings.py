@@ -267,6 +267,9 @@ class ProviderSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     unconfigured: str | None = None  # why a built-in cannot serve, e.g. "set CEREBRAS_API_KEY"
     drop_unsupported_params: bool = False
+    # Kinds that take one prompt per call (Ollama): a legacy completion with several prompts
+    # runs at most this many upstream generations at once.
+    max_prompts_in_flight: int = 4
     responses: ResponsesMode | None = None  # SPEC §9; None = the kind's default
     # SPEC §11. `upstreams` is empty for a provider with one base_url; the first one otherwise
     # also fills base_url, api_key and headers above.
@@ -350,6 +353,7 @@ class ProviderEntry(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     drop_unsupported_params: bool = False
+    max_prompts_in_flight: int = Field(4, ge=1, le=64)
     responses: ResponsesMode | None = None
     upstreams: tuple[UpstreamEntry, ...] | None = Field(None, min_length=1)
     strategy: Literal["weighted", "least_in_flight"] = "weighted"
@@ -445,6 +449,7 @@ def resolve_entry(
         timeout_s=entry.timeout_s or default_timeout,
         headers=dict(first.headers),
         drop_unsupported_params=entry.drop_unsupported_params,
+        max_prompts_in_flight=entry.max_prompts_in_flight,
         responses=entry.responses,
         upstreams=upstreams,
         strategy=entry.strategy,

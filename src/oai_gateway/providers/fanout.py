@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from oai_gateway.providers.base import ChunkStream, Json, UpstreamCall
 from oai_gateway.providers.dialect import Endpoint
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from oai_gateway.providers.provider import DialectProvider
 
 
-# One legacy completion with many prompts costs the upstream this many generations at once, not
-# one per prompt: 300 prompts once made 300 concurrent generations.
-MAX_PROMPTS_IN_FLIGHT: Final = 4
+# One legacy completion with many prompts costs the upstream at most the provider's
+# `max_prompts_in_flight` generations at once, not one per prompt: 300 prompts once made 300
+# concurrent generations.
 
 
 def _prompts(body: Json) -> list[str]:
@@ -31,10 +31,10 @@ def _prompts(body: Json) -> list[str]:
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
-async def _bounded(calls: list[Coroutine[Any, Any, Json]]) -> list[Json]:
-    """Every call's answer, at most MAX_PROMPTS_IN_FLIGHT at a time; the first failure cancels
+async def _bounded(calls: list[Coroutine[Any, Any, Json]], in_flight: int) -> list[Json]:
+    """Every call's answer, at most `in_flight` at a time; the first failure cancels
     the others (running or waiting) and is raised itself."""
-    gate = asyncio.Semaphore(MAX_PROMPTS_IN_FLIGHT)
+    gate = asyncio.Semaphore(in_flight)
 
     async def one(call: Coroutine[Any, Any, Json]) -> Json:
         async with gate:
@@ -72,7 +72,8 @@ async def generate(
     if len(prompts) == 1:
         return await provider.shaped(call, endpoint, {**body, "prompt": prompts[0]}, facts)
     answers = await _bounded(
-        [provider.shaped(call, endpoint, {**body, "prompt": p}, facts) for p in prompts]
+        [provider.shaped(call, endpoint, {**body, "prompt": p}, facts) for p in prompts],
+        provider.spec.max_prompts_in_flight,
     )
     # Built apart from answers[0], which is both the template and one of the parts.
     choices: list[Json] = []
