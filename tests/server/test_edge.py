@@ -87,6 +87,37 @@ def test_a_trickling_head_gets_408_at_the_head_deadline(edge: GatewayServer) -> 
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
+def read_answer(conn: socket.socket) -> bytes:
+    """One answer with a Content-Length, leaving the connection open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += conn.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(next(v for k, v in _header_lines(head) if k == b"content-length"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+def _header_lines(head: bytes) -> list[tuple[bytes, bytes]]:
+    lines = head.split(b"\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(b":") for line in lines)]
+
+
+def test_a_kept_alive_head_gets_its_own_full_deadline(edge: GatewayServer) -> None:
+    """The deadline runs from the first byte of each head, not from an earlier request's."""
+    with connect(edge) as conn:
+        conn.sendall(chat_request())
+        assert read_answer(conn).startswith(b"HTTP/1.1 200 ")
+        time.sleep(LIMITS.head_timeout_s * 0.6)  # within the keep-alive timeout
+        conn.sendall(b"P")
+        began = time.monotonic()
+        answer = read_to_end(conn)
+        waited = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert LIMITS.head_timeout_s * 0.9 <= waited < PATIENCE_S
+
+
 def test_a_head_past_the_budget_gets_431(edge: GatewayServer) -> None:
     with connect(edge) as conn:
         conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)

@@ -15,6 +15,7 @@ from oai_gateway.observability.access_log import log_access
 from oai_gateway.observability.context import SCOPE_KEY, RequestContext
 from oai_gateway.observability.metrics import GatewayMetrics
 from oai_gateway.observability.request_id import request_id
+from oai_gateway.observability.series import counter_inc
 from oai_gateway.server.asgi import ASGIApp, Headers, Message, Receive, Scope, Send
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
@@ -33,6 +34,9 @@ class RequestLifecycleMiddleware:
     ) -> None:
         self.app = app
         self._metrics = metrics
+        self._add_in_flight = counter_inc(
+            metrics.in_flight
+        )  # +1 as a request begins, -1 at its end
         self._on_done = on_done  # the usage ledger's recorder, when a store keeps usage
         self._extra_headers: Headers = list(SECURITY_HEADERS) if security_headers else []
 
@@ -51,12 +55,12 @@ class RequestLifecycleMiddleware:
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        in_flight = self._metrics.in_flight
-        in_flight.inc()
+        add_in_flight = self._add_in_flight
+        add_in_flight(1.0)
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            in_flight.dec()
+            add_in_flight(-1.0)
             status = CLIENT_CLOSED if context.client_disconnected else context.status
             self._metrics.observe(context, status)
             log_access(scope, context, status)

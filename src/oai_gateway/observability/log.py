@@ -107,12 +107,12 @@ class AccessWriter:
             line = f"{self._clock.stamp(now, ',')} INFO {ACCESS_LOGGER} request {extra}"
         line = self._redactor.redact(line) + "\n"
         handler = self._handler
-        handler.acquire()
-        try:
-            handler.stream.write(line)
-            handler.flush()
-        finally:
-            handler.release()
+        # The handler's own lock, taken directly: `acquire`, `flush` and `release` are three
+        # Python calls (and the lock taken twice) around these two writes.
+        with handler.lock:  # type: ignore[union-attr]
+            stream = handler.stream
+            stream.write(line)
+            stream.flush()
 
 
 _access_writer: AccessWriter | None = None

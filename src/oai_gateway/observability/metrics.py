@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from oai_gateway.observability.context import RequestContext
 from oai_gateway.observability.model_labels import ModelLabels
+from oai_gateway.observability.series import HistogramWriter, Inc, counter_inc
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
@@ -53,16 +54,17 @@ _MAX_CACHED_SERIES = 4096  # provider names come from requests; bound what they 
 
 @dataclass(frozen=True, slots=True)
 class _Series:
-    requests: Any
-    request_seconds: Any
+    requests: Inc
+    request_seconds: HistogramWriter
     # None for requests that never reached a provider (health, /metrics, 401, unknown paths):
     # creating their children would expose empty upstream histograms for those routes.
-    upstream_seconds: Any | None
-    overhead_seconds: Any | None
+    upstream_seconds: HistogramWriter | None
+    overhead_seconds: HistogramWriter | None
 
 
 _STATUS = ["provider", "route", "status"]
 _TOKEN_LABELS = ["provider", "model", "kind"]
+_TOKEN_KINDS = (("prompt_tokens", "prompt"), ("completion_tokens", "completion"))
 
 
 def _in_flight(target: CollectorRegistry | None) -> Gauge:
@@ -90,10 +92,18 @@ def _histogram(
     return Histogram(name, documentation, ["provider", "route"], buckets=buckets, registry=target)
 
 
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) < _MAX_CACHED_SERIES:
+        cache[key] = value
+
+
 class GatewayMetrics:
     def __init__(self, model_labels: ModelLabels | None = None) -> None:
         self.model_labels = model_labels or ModelLabels({})  # clients choose `model`: bounded
         self._cache: dict[tuple[str, str, int], _Series] = {}
+        # Bound writers of the children made for earlier requests, by label values.
+        self._first_chunk: dict[tuple[str, str], HistogramWriter] = {}
+        self._tokens: dict[tuple[str, str, str], Inc] = {}
         # Gauges read from live state when scraped (routing_metrics.py) rather than on each request.
         self.before_exposition: list[Callable[[], None]] = []
         self._multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
@@ -109,12 +119,8 @@ class GatewayMetrics:
         self.upstream_seconds = _histogram(
             "oai_gateway_upstream_duration_seconds", "Time spent waiting on the upstream", target
         )
-        self.overhead_seconds = _histogram(
-            "oai_gateway_overhead_seconds",
-            "Request time minus upstream time",
-            target,
-            OVERHEAD_BUCKETS,
-        )
+        overhead = "oai_gateway_overhead_seconds", "Request time minus upstream time"
+        self.overhead_seconds = _histogram(*overhead, target, OVERHEAD_BUCKETS)
         self.first_chunk_seconds = _histogram(
             "oai_gateway_time_to_first_chunk_seconds", "Time to the first streamed chunk", target
         )
@@ -133,20 +139,37 @@ class GatewayMetrics:
         if series is None:
             name = provider or ""
             series = _Series(
-                self.requests.labels(name, route, str(status)),
-                self.request_seconds.labels(name, route),
-                None if provider is None else self.upstream_seconds.labels(name, route),
-                None if provider is None else self.overhead_seconds.labels(name, route),
+                counter_inc(self.requests.labels(name, route, str(status))),
+                HistogramWriter(self.request_seconds.labels(name, route)),
+                None if provider is None else self._histogram(self.upstream_seconds, name, route),
+                None if provider is None else self._histogram(self.overhead_seconds, name, route),
             )
-            if len(self._cache) < _MAX_CACHED_SERIES:
-                self._cache[key] = series
+            _bounded_put(self._cache, key, series)
         return series
+
+    @staticmethod
+    def _histogram(histogram: Histogram, provider: str, route: str) -> HistogramWriter:
+        return HistogramWriter(histogram.labels(provider, route))
+
+    def _first_chunk_writer(self, provider: str, route: str) -> HistogramWriter:
+        writer = self._first_chunk.get((provider, route))
+        if writer is None:
+            writer = self._histogram(self.first_chunk_seconds, provider, route)
+            _bounded_put(self._first_chunk, (provider, route), writer)
+        return writer
+
+    def _token_inc(self, provider: str, model: str, kind: str) -> Inc:
+        inc = self._tokens.get((provider, model, kind))
+        if inc is None:
+            inc = counter_inc(self.tokens.labels(provider, model, kind))
+            _bounded_put(self._tokens, (provider, model, kind), inc)
+        return inc
 
     def observe(self, context: RequestContext, status: int) -> None:
         provider = context.provider
         total = context.elapsed_s()
         series = self._series(provider, context.route or "unmatched", status)
-        series.requests.inc()
+        series.requests(1.0)
         series.request_seconds.observe(total)
         if provider is None:
             return
@@ -156,16 +179,19 @@ class GatewayMetrics:
         series.overhead_seconds.observe(max(total - context.upstream_s, 0.0))
         if context.first_chunk_s is not None:
             # Only streams have a first chunk; non-streaming routes get no empty series.
-            self.first_chunk_seconds.labels(provider, context.route).observe(context.first_chunk_s)
+            self._first_chunk_writer(provider, context.route).observe(context.first_chunk_s)
         if context.upstream_error is not None:
             self.upstream_errors.labels(provider, context.upstream_error).inc()
         usage: Any = context.usage
         if usage and context.model:
-            model = self.model_labels.label(provider, context.model)
-            for kind in ("prompt_tokens", "completion_tokens"):
-                count = usage.get(kind)
-                if isinstance(count, int) and count > 0:
-                    self.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(count)
+            self._count_tokens(provider, context.model, usage)
+
+    def _count_tokens(self, provider: str, model: str, usage: Any) -> None:
+        label = self.model_labels.label(provider, model)
+        for field, kind in _TOKEN_KINDS:
+            count = usage.get(field)
+            if isinstance(count, int) and count > 0:
+                self._token_inc(provider, label, kind)(count)
 
     def exposition(self) -> bytes:
         for refresh in self.before_exposition:

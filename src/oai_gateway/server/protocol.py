@@ -68,7 +68,11 @@ class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = self.limits.keepalive_s  # type: ignore[assignment]
         # Bytes of the current message that are not body: head, chunk extensions and trailers.
         self._overhead = 0
+        # One timer per connection, not per request: it stays armed across the heads of a
+        # kept-alive connection, and when it fires compares the clock with `_head_deadline`, the
+        # deadline of the head in progress (None between heads), re-arming for what is left.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         self._awaiting_head = True
         self._cycles: list[RequestResponseCycle] = []
 
@@ -96,7 +100,7 @@ class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return  # an error answer already ended this connection
-        if self._awaiting_head and self._head_timer is None:
+        if self._awaiting_head and self._head_deadline is None:
             self._arm_head_timer()  # the first byte of a head on a kept-alive connection
         self._overhead += len(data)
         super().data_received(data)
@@ -114,7 +118,7 @@ class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._cancel_head_timer()
+        self._head_deadline = None  # the timer, if it fires before the next head, just stops
         super().on_headers_complete()
         # Keep only cycles still unanswered, so a long keep-alive connection holds no more than
         # the requests in flight on it (one, unless the client pipelines).
@@ -139,15 +143,28 @@ class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(400, _MALFORMED)
 
     def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_timed_out)
+        self._head_deadline = self.loop.time() + self.limits.head_timeout_s
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.limits.head_timeout_s, self._head_timer_fired
+            )
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_timer_fired(self) -> None:
         self._head_timer = None
+        if self._head_deadline is None:
+            return  # no head in progress: the next one re-arms
+        left = self._head_deadline - self.loop.time()
+        if left > 0:
+            self._head_timer = self.loop.call_later(left, self._head_timer_fired)
+        else:
+            self._head_timed_out()
+
+    def _head_timed_out(self) -> None:
         message = f"The request head did not arrive within {self.limits.head_timeout_s:g} s."
         self._refuse(408, message)
 
