@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from oai_gateway.observability.metrics import LATENCY_BUCKETS
 from oai_gateway.observability.series import HistogramWriter, counter_inc
@@ -65,3 +66,26 @@ def test_an_amount_on_a_bound_lands_in_that_bucket(amount: float) -> None:
         HistogramWriter(histogram).observe(amount)
 
     assert _exposition(bound) == _exposition(public)
+
+
+def test_multiprocess_values_keep_their_own_inc(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In multiprocess mode the writers go through the value's `inc`, which writes its file."""
+    from prometheus_client import values
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    monkeypatch.setattr(values, "ValueClass", value_class)
+    counter = Counter("mp", "mp", ["a"], registry=None)
+    histogram = Histogram("mph", "mph", ["a"], registry=None)
+    inc = counter_inc(counter.labels("x"))
+    writer = HistogramWriter(histogram.labels("x"))
+    inc(2.0)
+    writer.observe(0.3)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    text = generate_latest(registry).decode()
+    assert 'mp_total{a="x"} 2.0' in text
+    assert 'mph_bucket{a="x",le="0.5"} 1.0' in text
+    assert 'mph_sum{a="x"} 0.3' in text
