@@ -454,3 +454,18 @@ def test_configure_logging_installs_one_redacting_handler(fmt: str) -> None:
         assert orjson.loads(output.strip())["logger"] == "uvicorn.error"
     else:
         assert " WARNING uvicorn.error " in output
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Authorization: Bearer sk-abc123", "token=BEARER\tsk-abc123;", "bEaReR  sk-abc123"],
+)
+def test_a_bearer_token_in_any_case_is_redacted(text: str) -> None:
+    redacted = Redactor().redact(text)
+    assert "sk-abc123" not in redacted
+    assert REDACTED in redacted
+
+
+def test_a_line_without_a_bearer_token_is_returned_as_it_is() -> None:
+    line = '{"route":"/custom/v1/chat/completions","status":200}'
+    assert Redactor(["secret"]).redact(line) is line

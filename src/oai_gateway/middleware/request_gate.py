@@ -76,7 +76,9 @@ class RequestGate:
         if self._check_host and host is not None and not self._host_allowed(host):
             return HostNotAllowedError(_FOREIGN_HOST.format(host.decode("latin-1")[:100]))
         has_body = chunked is not None or (length is not None and length.strip() != b"0")
-        if scope["method"] == "POST" and has_body and not is_json(content_type or b""):
+        # What every SDK sends is recognised without parsing the media type.
+        json = content_type == b"application/json" or is_json(content_type or b"")
+        if scope["method"] == "POST" and has_body and not json:
             shown = (content_type or b"no Content-Type").decode("latin-1")[:100]
             return UnsupportedMediaTypeError(_NOT_JSON.format(shown))
         return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 REDACTED = "[REDACTED]"
+_REPLACEMENT = r"\1" + REDACTED
 
 
 class Redactor:
@@ -20,4 +21,9 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _BEARER.sub(r"\1" + REDACTED, text)
+        # A case-insensitive pattern is tried at every position of the text, several times the
+        # cost of lower-casing it and one substring search; most lines hold no bearer token. No
+        # character matches a letter of "bearer" under IGNORECASE without lower-casing to it.
+        if "bearer" not in text.lower():
+            return text
+        return _BEARER.sub(_REPLACEMENT, text)
