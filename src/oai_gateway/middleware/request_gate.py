@@ -17,7 +17,7 @@ streamed chunk, and a scan of the request headers the router would make anyway.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from oai_gateway.errors import GatewayError, HostNotAllowedError, UnsupportedMediaTypeError
 from oai_gateway.server.asgi import JSON_CONTENT_TYPE, ASGIApp, Receive, Scope, Send, send_bytes
@@ -83,10 +83,11 @@ class RequestGate:
             return UnsupportedMediaTypeError(_NOT_JSON.format(shown))
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Hands back the awaitable of the answer or of the next layer instead of awaiting it in
+        # a coroutine of its own: one frame fewer per request, and the same for the caller.
         if scope["type"] == "http":
             problem = self._problem(scope)
             if problem is not None:
-                await send_bytes(send, problem.http_status, problem.body(), [JSON_CONTENT_TYPE])
-                return
-        await self.app(scope, receive, send)
+                return send_bytes(send, problem.http_status, problem.body(), [JSON_CONTENT_TYPE])
+        return self.app(scope, receive, send)
