@@ -1,11 +1,13 @@
 """The virtual-key side of the data plane's one choke point (SPEC §10.3): who the caller is,
 whether the key may use this provider and model, and its limits before the call (one store
-call), reconciled after it (one more). Keys without limits or budget never reach the store
+call), reconciled after it (one more, which Redis sends along with a later admission, so the
+finished request does not wait for it). Keys without limits or budget never reach the store
 beyond the cached lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from oai_gateway.keys.refusals import (
     rate_headers,
     refusal,
 )
-from oai_gateway.keys.store import Decision, Store, StoreUnavailableError
+from oai_gateway.keys.store import Decision, Settlement, Store, StoreUnavailableError
 from oai_gateway.observability.context import SCOPE_KEY, RequestContext
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.server.asgi import Scope, header
@@ -76,6 +78,7 @@ class KeyEnforcement:
         self._metrics = metrics
         self._open = failure_open
         self._specs = providers  # name -> spec, for its `prices`
+        self._settling: set[asyncio.Task[None]] = set()  # settlements sent in the background
 
     async def start(self) -> None:
         if self.store is None or self.cache is None:
@@ -90,6 +93,8 @@ class KeyEnforcement:
             self.leases.start()
 
     async def aclose(self) -> None:
+        if self._settling:  # every settlement reaches the store before it closes
+            await asyncio.gather(*self._settling, return_exceptions=True)
         if self.leases is not None:
             await self.leases.aclose()
         if self.cache is not None:
@@ -174,8 +179,18 @@ class KeyEnforcement:
             self.leases.drop(ticket.record.id, reconciled.request_id)
         if not reconciled.changes_anything:
             return
+        if not self.store.settles_later:
+            await self._settle(self.store, ticket.record.id, reconciled)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._settle(self.store, ticket.record.id, reconciled)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, store: Store, key_id: str, reconciled: Settlement) -> None:
         try:
-            await self.store.settle(ticket.record.id, reconciled)
+            await store.settle(key_id, reconciled)
         except StoreUnavailableError as exc:
             self._store_failed("settle", exc)
 

@@ -1,6 +1,11 @@
-"""Script calls to Redis, batched: every call made in one turn of the event loop goes out in one
-pipeline, so however many requests are in flight they share one round trip and one pooled
-connection instead of each checking out its own (each call is still its own atomic script).
+"""Script calls to Redis, batched: every call made while the previous batch is on the wire (or in
+one turn of the event loop) goes out in one pipeline on one connection kept for the purpose, so
+however many requests are in flight they share one round trip, and no call pays for a pool
+checkout (the pool's lock, wait and health check cost more CPU than the script's own reply).
+
+A call may be `deferred` (a settlement: nobody waits for it): it goes out with the next batch,
+or after DEFER_S when no other call comes, so a steady stream of requests pays one round trip
+each, the admission, with the previous settlement riding along ahead of it.
 
 The batch is written to the connection as RESP bytes built here, not through redis-py's
 pipeline object: the pipeline's per-command packing and bookkeeping cost more CPU than the
@@ -15,13 +20,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 # script, key names, arguments, the caller's future, the call as RESP bytes
 Call = tuple[AsyncScript, Sequence[str], Sequence[Any], "asyncio.Future[Any]", bytes]
 HEADS_KEPT = 4096  # cached call heads; past this the cache starts again (bounded memory)
+DEFER_S = 0.05  # the longest a deferred call waits for a batch to ride along with
 
 
 def _bulk(value: bytes) -> bytes:
@@ -35,18 +41,38 @@ def _encoded(value: Any) -> bytes:
 
 
 class ScriptBatcher:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, timeout_s: float) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
+        pool = redis.connection_pool
+        # Without a socket timeout of its own: one deadline covers a whole exchange (below).
+        options = {**pool.connection_kwargs, "socket_timeout": None}
+        self._conn: AbstractConnection = pool.connection_class(**options)
         self._pending: list[Call] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._busy = False  # a batch is being sent, or is about to be
+        self._timer: asyncio.TimerHandle | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._heads: dict[tuple[str, Sequence[str]], tuple[bytes, int]] = {}
 
-    def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    def call(
+        self,
+        script: AsyncScript,
+        keys: Sequence[str],
+        args: Sequence[str | int],
+        *,
+        deferred: bool = False,
+    ) -> Any:
         """An awaitable of the script's reply (its exception on failure)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((script, keys, args, future, self._pack(script, keys, args)))
+        if self._busy:
+            return future  # goes out with the batch after the one being sent
+        if not deferred:
+            self._busy = True
+            loop.call_soon(self._start)
+        elif self._timer is None:
+            self._timer = loop.call_later(DEFER_S, self._start)
         return future
 
     def _pack(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
@@ -64,11 +90,23 @@ class ScriptBatcher:
         tail = joined.encode() if joined.isascii() else b"".join([_bulk(t.encode()) for t in texts])
         return b"*%d\r\n%s%s" % (count + len(args), body, tail)
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sender is None and self._pending:
+            self._busy = True
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Send batches until no call is waiting; the calls of one batch are answered in order."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._sender = None
+            self._busy = False
 
     async def _send(self, batch: list[Call]) -> None:
         try:
@@ -86,24 +124,29 @@ class ScriptBatcher:
                     future.set_exception(exc)
 
     async def _pipeline(self, batch: list[Call]) -> list[Any]:
-        pool = self._redis.connection_pool
-        conn: Connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
         try:
-            # The pool's retry policy, as redis-py's pipeline applies it: a dead pooled
-            # connection is dropped and the batch written once more on a new one.
-            replies: list[Any] = await conn.retry.call_with_retry(
-                lambda: _exchange(conn, batch), lambda _: conn.disconnect()
-            )
-            return replies
-        finally:
-            await pool.release(conn)
+            async with asyncio.timeout(self._timeout_s):
+                # The pool's retry policy, as redis-py's pipeline applies it: a dead connection
+                # is dropped and the batch written once more on a new one.
+                replies: list[Any] = await conn.retry.call_with_retry(
+                    lambda: _exchange(conn, batch), lambda _: conn.disconnect()
+                )
+        except BaseException:
+            # Timed out or failed half-way: the replies still owed would be out of step.
+            await conn.disconnect()
+            raise
+        return replies
 
     async def aclose(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        """Send what is still waiting (deferred calls included), then close the connection."""
+        self._start()
+        if self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._conn.disconnect()
 
 
-async def _exchange(conn: Connection, batch: list[Call]) -> list[Any]:
+async def _exchange(conn: AbstractConnection, batch: list[Call]) -> list[Any]:
     """Write the whole batch, then read one reply per call (an error reply is kept, not raised,
     so the replies of the other calls are still read and the connection stays in step)."""
     await conn.send_packed_command([packed for *_, packed in batch], check_health=False)

@@ -7,7 +7,6 @@ CLI agree on it without configuration (see docs/operations.md for why it lives t
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -64,7 +63,9 @@ class SecretHasher:
         self._pepper = bytes.fromhex(pepper)
 
     def hash(self, secret: str) -> str:
-        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).hexdigest()
+        # The one-shot C function: the same digest as hmac.new(...).hexdigest(), in a third of
+        # the time (it runs once per request of a virtual key).
+        return hmac.digest(self._pepper, secret.encode(), "sha256").hex()
 
     def matches(self, secret: str, secret_hash: str) -> bool:
         return hmac.compare_digest(self.hash(secret), secret_hash)

@@ -90,6 +90,10 @@ class Settlement:
 class Store(Protocol):
     """Keys by id, their change notices, and the two hot-path limiter calls."""
 
+    # True when `settle` may wait to share the round trip of a later call (Redis): the caller
+    # then runs it in the background instead of keeping the finished request waiting for it.
+    settles_later: bool
+
     async def start(self) -> None:
         """Connect and create what is missing; raises StoreUnavailableError."""
 
@@ -121,7 +125,8 @@ class Store(Protocol):
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         """Check and reserve every limit in one atomic step, using the store's clock."""
 
-    async def settle(self, key_id: str, settlement: Settlement) -> None: ...
+    async def settle(self, key_id: str, settlement: Settlement) -> None:
+        """Apply the settlement; before this store's next `admit`, at the latest."""
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
         """Push the expiry of these leases, where they still exist, to now + ttl_s."""

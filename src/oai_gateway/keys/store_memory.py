@@ -47,6 +47,8 @@ class _KeyState:
 
 
 class MemoryStore:
+    settles_later = False
+
     def __init__(self) -> None:
         self._records: dict[str, KeyRecord] = {}
         self._usage: list[UsageRecord] = []

@@ -84,6 +84,8 @@ def record_name(key_id: str) -> str:
 
 
 class RedisStore:
+    settles_later = True  # a settlement rides along with the next admission's round trip
+
     def __init__(self, url: str) -> None:
         # One retry on a dead pooled connection: after a Redis restart the first command on an
         # old socket fails, the retry opens a new one. No backoff: the hot path must not wait.
@@ -100,7 +102,7 @@ class RedisStore:
         self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
         self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
         self._refresh = self.redis.register_script(REFRESH_LEASES)
-        self._batch = ScriptBatcher(self.redis)
+        self._batch = ScriptBatcher(self.redis, TIMEOUT_S)
         self._append_usage = self.redis.register_script(APPEND_SCRIPT)
         self._closed = asyncio.Event()
 
@@ -222,4 +224,4 @@ class RedisStore:
             str(settlement.period),
             "1" if settlement.release_lease else "0",
         ]
-        await self._call(self._batch.call(self._settle, key_names(key_id), args))
+        await self._call(self._batch.call(self._settle, key_names(key_id), args, deferred=True))

@@ -1,9 +1,15 @@
 """`sqlite:///…`: the Store in one SQLite file, shared by every worker and process on one host.
 
 WAL lets readers run beside the one writer; every change is one `BEGIN IMMEDIATE` transaction,
-so concurrent admissions from many processes serialise on the file's write lock. All SQLite work
-runs on one dedicated thread per process, which owns the connection: the event loop never blocks
-on the file, and a call costs one hand-off to that thread and back.
+so concurrent admissions from many processes serialise on the file's write lock.
+
+The hot-path calls (admission, settlement, key reads) run on the event loop itself, on a second
+connection that never waits: its busy timeout is zero, so a locked file fails at once, and a
+commit only writes to the WAL (no fsync with synchronous=NORMAL; that connection never
+checkpoints). A hand-off to a thread and back costs more CPU than the transaction itself. Only
+when the file is locked (another worker writing) does the call go to the dedicated thread, which
+owns the other connection, waits for the lock there, and does every slow job: ledger batches,
+roll-ups, checkpoints. The event loop never waits for a lock or an fsync.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from oai_gateway.keys.usage_sqlite import insert_usage, roll_up_usage
 T = TypeVar("T")
 CHANGE_POLL_S = 0.25  # how often the key version counter is read for changes by other processes
 BUSY_TIMEOUT_MS = 5000
+# Commits on the event loop's connection between two checkpoints run by the thread (SQLite's
+# own automatic checkpoint comes every 1,000 WAL pages; a commit here writes a few).
+CHECKPOINT_EVERY = 250
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,12 +67,15 @@ INSERT OR IGNORE INTO meta VALUES ('keys_version', '0');
 
 
 class SQLiteDatabase:
-    """One connection on one thread; `run(fn)` calls fn(connection) there and awaits it."""
+    """One connection on one thread; `run(fn)` calls fn(connection) there and awaits it.
+    `run_here(fn)` calls it on the event loop's own connection unless the file is locked."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
+        self._here: sqlite3.Connection | None = None  # opened once the schema exists
+        self._commits_here = 0
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -73,8 +85,48 @@ class SQLiteDatabase:
         conn.executescript(SCHEMA + USAGE_SCHEMA)
         self._conn = conn
 
+    def _connect_here(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 0")  # a locked file is an error, never a wait
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints (fsync) run on the thread
+        self._here = conn
+        return conn
+
     async def open(self) -> None:
         await self.run(lambda _conn: None)
+        if self._here is None:
+            self._connect_here()
+
+    async def run_here(self, work: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
+        """`work` on the event loop's connection; on the thread when that fails (the file is
+        locked by another writer, or worse: the thread waits, or reports the error).
+        `work` must leave nothing behind when it fails (one transaction, or a read)."""
+        conn = self._here
+        if conn is None and self._conn is not None:  # the store came up after the start
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn = self._connect_here()
+        if conn is not None:
+            try:
+                result = work(conn)
+            except sqlite3.OperationalError:
+                # SQLITE_BUSY above all: the thread's connection waits for the lock instead.
+                if conn.in_transaction:
+                    conn.rollback()
+            else:
+                if writes:
+                    self._committed_here()
+                return result
+        return await self.run(work)
+
+    def _committed_here(self) -> None:
+        self._commits_here += 1
+        if self._commits_here >= CHECKPOINT_EVERY:
+            self._commits_here = 0
+            # fetchall: a cursor left unread would keep its statement, and a snapshot, open.
+            checkpoint = self.run(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            task = asyncio.get_running_loop().create_task(checkpoint)
+            task.add_done_callback(_ignore_failure)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -90,6 +142,10 @@ class SQLiteDatabase:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._here is not None:
+            self._here.close()
+            self._here = None
+
         def close() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -97,6 +153,12 @@ class SQLiteDatabase:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, close)
         self._thread.shutdown(wait=True)
+
+
+def _ignore_failure(task: asyncio.Task[object]) -> None:
+    # A checkpoint that failed (file locked, store gone) is simply made by a later one.
+    if not task.cancelled():
+        task.exception()
 
 
 def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -112,6 +174,8 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
 
 
 class SQLiteStore:
+    settles_later = False
+
     def __init__(self, path: Path) -> None:
         self.database = SQLiteDatabase(path)
         self._closed = asyncio.Event()
@@ -148,7 +212,7 @@ class SQLiteStore:
             row = conn.execute("SELECT record FROM keys WHERE id = ?", (key_id,)).fetchone()
             return None if row is None else decode_record(row[0])
 
-        return await self.database.run(read)
+        return await self.database.run_here(read, writes=False)
 
     async def list_keys(self, limit: int, after: str | None = None) -> list[KeyRecord]:
         def read(conn: sqlite3.Connection) -> list[KeyRecord]:
@@ -184,7 +248,7 @@ class SQLiteStore:
             row = conn.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()
             return str(row[0])
 
-        return await self.database.run(read)
+        return await self.database.run_here(read, writes=False)
 
     async def changes(self) -> AsyncIterator[str]:
         seen: str | None = None
@@ -207,8 +271,8 @@ class SQLiteStore:
         return await self.database.run(lambda conn: roll_up_usage(conn, query))
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
-        return await self.database.run(
-            lambda conn: transaction(conn, lambda c: _admit(c, key_id, admission))
+        return await self.database.run_here(
+            lambda conn: transaction(conn, lambda c: _admit(c, key_id, admission)), writes=True
         )
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
@@ -222,8 +286,8 @@ class SQLiteStore:
         await self.database.run(lambda conn: transaction(conn, refresh))
 
     async def settle(self, key_id: str, settlement: Settlement) -> None:
-        await self.database.run(
-            lambda conn: transaction(conn, lambda c: _settle(c, key_id, settlement))
+        await self.database.run_here(
+            lambda conn: transaction(conn, lambda c: _settle(c, key_id, settlement)), writes=True
         )
 
 
