@@ -45,6 +45,7 @@ BUSY_TIMEOUT_MS = 5000
 # Commits on the event loop's connection between two checkpoints run by the thread (SQLite's
 # own automatic checkpoint comes every 1,000 WAL pages; a commit here writes a few).
 CHECKPOINT_EVERY = 250
+SETTLE_DEFER_S = 0.05  # the longest a settlement waits for an admission to share a commit with
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,18 +174,27 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
     return result
 
 
+Pending = list[tuple[str, Settlement, "asyncio.Future[None]"]]
+
+
 class SQLiteStore:
-    settles_later = False
+    # A settlement waits for the next admission and shares its transaction (one commit per
+    # request instead of two), or goes alone after SETTLE_DEFER_S.
+    settles_later = True
 
     def __init__(self, path: Path) -> None:
         self.database = SQLiteDatabase(path)
         self._closed = asyncio.Event()
+        self._pending: Pending = []
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await self.database.open()
 
     async def aclose(self) -> None:
         self._closed.set()
+        with contextlib.suppress(StoreUnavailableError):  # reported to each settlement's caller
+            await self._apply(self._take_pending(), None)
         await self.database.close()
 
     async def pepper(self) -> str:
@@ -271,9 +281,55 @@ class SQLiteStore:
         return await self.database.run(lambda conn: roll_up_usage(conn, query))
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
-        return await self.database.run_here(
-            lambda conn: transaction(conn, lambda c: _admit(c, key_id, admission)), writes=True
-        )
+        decision = await self._apply(self._take_pending(), (key_id, admission))
+        assert decision is not None
+        return decision
+
+    async def settle(self, key_id: str, settlement: Settlement) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((key_id, settlement, future))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SETTLE_DEFER_S, self._settle_now)
+        await future
+
+    def _take_pending(self) -> Pending:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        return pending
+
+    def _settle_now(self) -> None:
+        self._timer = None
+        task = asyncio.get_running_loop().create_task(self._apply(self._take_pending(), None))
+        task.add_done_callback(_ignore_failure)  # the settlements' own futures carry it
+
+    async def _apply(
+        self, pending: Pending, admitting: tuple[str, Admission] | None
+    ) -> Decision | None:
+        """The pending settlements, then the admission if any, in one transaction."""
+        if not pending and admitting is None:
+            return None
+
+        def work(conn: sqlite3.Connection) -> Decision | None:
+            for key_id, settlement, _ in pending:
+                _settle(conn, key_id, settlement)
+            return None if admitting is None else _admit(conn, *admitting)
+
+        try:
+            decision = await self.database.run_here(
+                lambda conn: transaction(conn, work), writes=True
+            )
+        except BaseException as exc:
+            failed = exc if isinstance(exc, Exception) else StoreUnavailableError(repr(exc))
+            for *_, future in pending:
+                if not future.done():
+                    future.set_exception(failed)
+            raise
+        for *_, future in pending:
+            if not future.done():
+                future.set_result(None)
+        return decision
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
         def refresh(conn: sqlite3.Connection) -> None:
@@ -284,11 +340,6 @@ class SQLiteStore:
             )
 
         await self.database.run(lambda conn: transaction(conn, refresh))
-
-    async def settle(self, key_id: str, settlement: Settlement) -> None:
-        await self.database.run_here(
-            lambda conn: transaction(conn, lambda c: _settle(c, key_id, settlement)), writes=True
-        )
 
 
 def _window(conn: sqlite3.Connection, key_id: str, horizon: float) -> tuple[int, int, float | None]:
