@@ -10,7 +10,7 @@ DEFAULT_OUTPUT_TOKENS when the request sets none.
 from __future__ import annotations
 
 import math
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -76,7 +76,7 @@ def plan(record: KeyRecord, guess: Estimate, price: Price | None) -> Plan | None
         return None
     limits, budget = record.limits, record.budget
     admission = Admission(
-        request_id=uuid.uuid4().hex,
+        request_id=secrets.token_hex(16),  # unique; the uuid4 object costs more
         rpm=limits.rpm,
         tpm=limits.tpm,
         max_parallel=limits.max_parallel,

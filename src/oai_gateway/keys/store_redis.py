@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from oai_gateway.keys.records import KeyRecord, decode_record, encode_record, parse_time
-from oai_gateway.keys.redis_batch import ScriptBatcher
+from oai_gateway.keys.redis_batch import DEFER_S, ScriptBatcher
 from oai_gateway.keys.secrets import new_pepper
 from oai_gateway.keys.store import (
     ALL_KEYS,
@@ -67,6 +67,38 @@ def _script(name: str) -> str:
     return resources.files("oai_gateway.keys").joinpath(name).read_text()
 
 
+def _scripts() -> tuple[str, str]:
+    """The admission and the settlement script, both starting with the settlement function."""
+    settle = _script("store_redis_settle.lua")
+    return settle + _script("store_redis_admit.lua"), settle + "settle_from(1)\nreturn 0\n"
+
+
+def _settlement_args(settlement: Settlement) -> list[str]:
+    return [
+        settlement.request_id,
+        str(settlement.tokens_delta),
+        repr(settlement.budget_delta),
+        str(settlement.period),
+        "1" if settlement.release_lease else "0",
+    ]
+
+
+def _report(waiting: list[asyncio.Future[None]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback passing a script call's outcome on to the settlements it carried."""
+
+    def report(call: asyncio.Future[Any]) -> None:
+        failed = None if call.cancelled() else call.exception()
+        for future in waiting:
+            if future.done():
+                continue
+            if failed is None:
+                future.set_result(None)
+            else:
+                future.set_exception(failed)
+
+    return report
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -99,8 +131,13 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
-        self._admit = self.redis.register_script(_script("store_redis_admit.lua"))
-        self._settle = self.redis.register_script(_script("store_redis_settle.lua"))
+        admit, settle = _scripts()
+        self._admit = self.redis.register_script(admit)
+        self._settle = self.redis.register_script(settle)
+        # Settlements not sent yet, by key: each rides along with its key's next admission
+        # (in the same script call), other keys' with the same batch, or goes after DEFER_S.
+        self._settling: dict[str, tuple[list[str], list[asyncio.Future[None]]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._refresh = self.redis.register_script(REFRESH_LEASES)
         self._batch = ScriptBatcher(self.redis, TIMEOUT_S)
         self._append_usage = self.redis.register_script(APPEND_SCRIPT)
@@ -117,6 +154,7 @@ class RedisStore:
 
     async def aclose(self) -> None:
         self._closed.set()
+        self._send_settlements()
         await self._batch.aclose()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
@@ -200,7 +238,15 @@ class RedisStore:
             repr(admission.lease_ttl_s),
             repr(admission.window_s),
         ]
-        reply = await self._call(self._batch.call(self._admit, key_names(key_id), args))
+        carried = self._settling.pop(key_id, None)
+        if self._settling:
+            self._send_settlements(deferred=True)  # other keys': in the same batch
+        if carried is None:
+            call = self._batch.call(self._admit, key_names(key_id), args)
+        else:
+            call = self._batch.call(self._admit, key_names(key_id), [*args, *carried[0]])
+            call.add_done_callback(_report(carried[1]))
+        reply = await self._call(call)
         refused, retry_ms, requests, reset_ms, tokens, period = (int(v) for v in reply)
         return Decision(
             refused=_REFUSALS[refused],
@@ -217,11 +263,20 @@ class RedisStore:
         await self._call(self._batch.call(self._refresh, key_names(key_id)[2:3], args))
 
     async def settle(self, key_id: str, settlement: Settlement) -> None:
-        args: list[str | int] = [
-            settlement.request_id,
-            settlement.tokens_delta,
-            repr(settlement.budget_delta),
-            str(settlement.period),
-            "1" if settlement.release_lease else "0",
-        ]
-        await self._call(self._batch.call(self._settle, key_names(key_id), args, deferred=True))
+        future = asyncio.get_running_loop().create_future()
+        args, waiting = self._settling.setdefault(key_id, ([], []))
+        args += _settlement_args(settlement)
+        waiting.append(future)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(DEFER_S, self._send_settlements)
+        await self._call(future)
+
+    def _send_settlements(self, *, deferred: bool = False) -> None:
+        """Every waiting settlement, one script call per key (`deferred`: with the next batch)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        settling, self._settling = self._settling, {}
+        for key_id, (args, waiting) in settling.items():
+            call = self._batch.call(self._settle, key_names(key_id), args, deferred=deferred)
+            call.add_done_callback(_report(waiting))

@@ -2,9 +2,11 @@
 -- KEYS: 1 window log (ZSET request id -> admitted at), 2 window tokens (HASH request id ->
 -- tokens, '#sum' -> their sum), 3 leases (ZSET request id -> expiry), 4 budget (HASH p, used).
 -- ARGV: request id, rpm, tpm, max_parallel (0 = none), tokens, budget limit ('' = none),
--- budget period kind, budget cost, lease ttl (s), window (s).
+-- budget period kind, budget cost, lease ttl (s), window (s); then any settlements of earlier
+-- requests of this key, applied first (five ARGV each, see store_redis_settle.lua).
 -- Returns {refusal (0 none, 1 requests, 2 tokens, 3 parallel, 4 budget), retry-after ms,
 -- remaining requests (-1 = no rpm), reset ms, remaining tokens (-1 = no tpm), budget period}.
+settle_from(11)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rid = ARGV[1]
