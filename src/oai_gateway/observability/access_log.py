@@ -11,6 +11,15 @@ from oai_gateway.server.asgi import Scope
 _log = logging.getLogger(ACCESS_LOGGER)
 
 
+def _ms(seconds: float) -> float:
+    """A duration in milliseconds to three decimals: `round(seconds * 1000, 3)`, for half the cost.
+
+    Microseconds rounded to an integer, over 1000, is the float nearest that three-decimal number,
+    which is what round() gives (it rounds through an exact decimal conversion).
+    """
+    return int(seconds * 1_000_000.0 + 0.5) / 1000
+
+
 def log_access(scope: Scope, context: RequestContext, status: int) -> None:
     if not _log.isEnabledFor(logging.INFO):
         return
@@ -22,8 +31,8 @@ def log_access(scope: Scope, context: RequestContext, status: int) -> None:
             "provider": context.provider,
             "model": context.model,
             "status": status,
-            "duration_ms": round(context.elapsed_s() * 1000.0, 3),
-            "upstream_ms": round(context.upstream_s * 1000.0, 3),
+            "duration_ms": _ms(context.elapsed_s()),
+            "upstream_ms": _ms(context.upstream_s),
             "request_id": context.request_id,
             "key_id": context.key_id,  # public: a virtual key id or static-<n>, never a key
             "stream": context.stream,
