@@ -2,7 +2,7 @@
 
 Upstreams are labelled `provider/index`, never by URL, so the series are bounded by the
 configuration. Breaker states and in-flight counts are read from the members when `/metrics`
-is scraped, which costs the request path nothing.
+is scraped, which costs the request path nothing; so are the attempts counted in one process.
 """
 
 from __future__ import annotations
@@ -58,16 +58,34 @@ class RoutingMetrics:
             multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, str], Counter] = {}
+        # One process: attempts are counted in a dict and added to the counter when scraped
+        # (`refresh`), so an attempt costs a dict update, not the client's checks and lock.
+        # Several workers: each writes its own file at once, since any worker may be scraped.
+        self._pending: dict[tuple[str, str], int] = {}
+        if target is None:
+            self.attempt = self._count_now  # type: ignore[method-assign]
 
     def attempt(self, member: Member, outcome: str) -> None:
-        key = (member.label, outcome if outcome in OUTCOMES else "other")
+        key = (member.label, outcome)
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+
+    def _count_now(self, member: Member, outcome: str) -> None:
+        self._child(member.label, outcome).inc()
+
+    def _child(self, label: str, outcome: str) -> Counter:
+        key = (label, outcome if outcome in OUTCOMES else "other")
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.attempts.labels(*key)
-        child.inc()
+        return child
 
     def refresh(self, members: Iterable[Member]) -> None:
-        """Copy each member's breaker state and in-flight count into the gauges."""
+        """Add the attempts counted since the last scrape; copy each member's breaker state and
+        in-flight count into the gauges."""
+        pending, self._pending = self._pending, {}
+        for (label, outcome), count in pending.items():
+            self._child(label, outcome).inc(count)
         for member in members:
             state = member.breaker.state
             for each in BreakerState:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from oai_gateway.errors import GatewayError, UpstreamTimeoutError
 from oai_gateway.routing.failures import failure_kind, retry_after_s
@@ -33,23 +33,33 @@ class Target:
     strategy: Strategy
 
     def pick(self, tried: set[Member]) -> Member | None:
-        # One pass and one clock reading: this runs for every request of a routed provider.
+        # This runs for every request of a routed provider: one clock reading, and when no
+        # upstream is tried, paused or open (nearly always) no list is built.
         now = self.members[0].clock()
+        for member in self.members:
+            if member in tried or member.paused_until > now or member.breaker.open:
+                return self._pick_among(tried, now)
+        return self.strategy.choose(self.members)
+
+    def _pick_among(self, tried: set[Member], now: float) -> Member | None:
         eligible: list[Member] = []
         probes: list[Member] = []
         for member in self.members:
             if member in tried or member.paused_until > now:
                 continue
             breaker = member.breaker
-            if breaker.closed:
+            if not breaker.open:
                 eligible.append(member)
             elif breaker.admits():
                 probes.append(member)
         # An upstream whose cooldown is over takes the next request as its probe, so it
         # recovers on the first chance instead of whenever the strategy happens to pick it.
         if probes:
-            return self.strategy.choose(probes)
-        return self.strategy.choose(eligible) if eligible else None
+            eligible = probes
+        elif not eligible:
+            return None
+        # With one to choose from, every strategy takes it and leaves its state as it was.
+        return eligible[0] if len(eligible) == 1 else self.strategy.choose(eligible)
 
 
 @dataclass(slots=True)
@@ -77,7 +87,8 @@ class AttemptPlan:
         member = self.primary.pick(self._tried)
         if member is not None:
             self._tried.add(member)
-            return self._take(Candidate(self.primary, member, None))
+            self.attempts += 1
+            return Candidate(self.primary, member, None)
         while self._next_fallback < len(self.fallbacks):
             target, model = self.fallbacks[self._next_fallback]
             self._next_fallback += 1
@@ -102,13 +113,22 @@ class AttemptPlan:
         return self.attempts >= self.max_attempts
 
 
+class Sink(Protocol):
+    """Where the request's log line and response headers read the attempts from."""
+
+    upstream: str | None
+    attempts: int
+
+
 @dataclass(slots=True)
 class Report:
-    """What the response tells the client: attempts made and the upstream that answered."""
+    """What the response tells the client: attempts made and the upstream that answered;
+    copied to `sink` when the attempts end."""
 
     attempts: int = 0
     upstream: str | None = None
     budget_spent: bool = False
+    sink: Sink | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"x-gateway-attempts": str(self.attempts)}
@@ -117,6 +137,12 @@ class Report:
         if self.budget_spent:
             headers["x-should-retry"] = "false"
         return headers
+
+    def publish(self) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.upstream = self.upstream
+            sink.attempts = self.attempts
 
 
 Attempt = Callable[[Candidate, Lease], Awaitable[T]]
@@ -130,32 +156,39 @@ async def run_attempts(
     ttft_timeout_s: float | None = None,
     observe: Observer | None = None,
 ) -> tuple[T, Lease]:
-    """The first answer any candidate gives, with the lease the caller must release once the
-    answer has been sent (for a stream: when it ends). Raises the last attempt's error, with the
-    attempt headers added, when every attempt failed or an upstream gave the client's answer."""
+    """The first answer any candidate gives and the lease to release once it is sent (a stream:
+    when it ends); else the last error (a failure, or the client's answer), with the headers."""
     error: GatewayError | None = None
-    while (candidate := plan.next()) is not None:
-        report.attempts += 1
-        report.upstream = candidate.member.label
-        lease = candidate.member.lease(forced=candidate.forced)
-        try:
-            work = attempt(candidate, lease)
-            if ttft_timeout_s is not None:
-                work = _timed(work, ttft_timeout_s, candidate)
-            answer = await work
-        except GatewayError as exc:
-            error = _failed(lease, exc, candidate, report, observe)
-            continue
-        except BaseException:
-            lease.release()
-            raise
-        lease.succeeded()
-        _observe(observe, candidate.member, "ok")
-        return answer, lease
+    try:
+        while (candidate := plan.next()) is not None:
+            report.attempts += 1
+            report.upstream = candidate.member.label
+            lease = candidate.member.lease(forced=candidate.forced)
+            try:
+                work = attempt(candidate, lease)
+                if ttft_timeout_s is not None:
+                    work = _timed(work, ttft_timeout_s, candidate)
+                answer = await work
+            except GatewayError as exc:
+                error = _failed(lease, exc, candidate, report, observe)
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            lease.succeeded()
+            if observe is not None:
+                observe(lease.member, "ok")
+            return answer, lease
+        raise _exhausted(plan, error, report)
+    finally:
+        report.publish()
+
+
+def _exhausted(plan: AttemptPlan, error: GatewayError | None, report: Report) -> Exception:
     report.budget_spent = plan.budget_spent
     if error is None:  # pragma: no cover - a plan always yields its first candidate
-        raise RuntimeError("no candidate to attempt")
-    raise _with_headers(error, report)
+        return RuntimeError("no candidate to attempt")
+    return _with_headers(error, report)
 
 
 async def _timed(work: Awaitable[T], timeout_s: float, candidate: Candidate) -> T:

@@ -43,17 +43,18 @@ class CircuitBreaker:
         "_consecutive",
         "_cooldown_s",
         "_failures",
-        "_open",
         "_policy",
         "_probing",
         "_reopen_at",
         "_window",
+        "open",
     )
 
     def __init__(self, clock: Clock, policy: BreakerPolicy | None = None) -> None:
         self._clock = clock
         self._policy = policy or BreakerPolicy()
-        self._open = False
+        # Public, so the request path reads a closed breaker without a call.
+        self.open = False
         self._probing = False
         self._consecutive = 0
         self._window: deque[tuple[float, bool]] = deque()
@@ -63,11 +64,11 @@ class CircuitBreaker:
 
     @property
     def closed(self) -> bool:
-        return not self._open
+        return not self.open
 
     @property
     def state(self) -> BreakerState:
-        if not self._open:
+        if not self.open:
             return BreakerState.CLOSED
         if self._probing or self._clock() >= self._reopen_at:
             return BreakerState.HALF_OPEN
@@ -76,17 +77,17 @@ class CircuitBreaker:
     @property
     def ready_at(self) -> float:
         """When this breaker next lets an attempt through (now or earlier when it does)."""
-        return self._reopen_at if self._open else float("-inf")
+        return self._reopen_at if self.open else float("-inf")
 
     def admits(self) -> bool:
         """Whether an attempt may go through now without bypassing the breaker."""
-        if not self._open:
+        if not self.open:
             return True
         return not self._probing and self._clock() >= self._reopen_at
 
     def admit(self, *, forced: bool = False) -> Ticket:
         """Let one attempt through; the caller checked `admits()` unless `forced`."""
-        if not self._open:
+        if not self.open:
             return Ticket.NORMAL
         if not self._probing and self._clock() >= self._reopen_at:
             self._probing = True
@@ -108,8 +109,23 @@ class CircuitBreaker:
             # never moved earlier by traffic that had to bypass the breaker.
             if not failed:
                 self._close()
-        elif not self._open:
+        elif not self.open:
             self._count(failed)
+
+    def succeeded(self, ticket: Ticket) -> None:
+        """`record(ticket, failed=False)`, the outcome of nearly every attempt, made cheap."""
+        if ticket is Ticket.NORMAL and not self.open and not self._failures:
+            # No failure in the window: a success cannot trip either rule, so it is only
+            # remembered for the failure ratio of the next 30 s.
+            now = self._clock()
+            window = self._window
+            window.append((now, False))
+            horizon = now - self._policy.window_s
+            while window[0][0] <= horizon:
+                window.popleft()
+            self._consecutive = 0
+        else:
+            self.record(ticket, failed=False)
 
     def release(self, ticket: Ticket) -> None:
         """An attempt that ended without an outcome (the client left): free the probe slot."""
@@ -134,11 +150,11 @@ class CircuitBreaker:
     def _reopen(self, *, longer: bool) -> None:
         if longer:
             self._cooldown_s = min(self._cooldown_s * 2, self._policy.max_cooldown_s)
-        self._open = True
+        self.open = True
         self._reopen_at = self._clock() + self._cooldown_s
 
     def _close(self) -> None:
-        self._open = False
+        self.open = False
         self._probing = False
         self._consecutive = 0
         self._window.clear()

@@ -42,7 +42,9 @@ class Member:
         self.paused_until = max(self.paused_until, until)
 
     def lease(self, *, forced: bool = False) -> Lease:
-        return Lease(self, self.breaker.admit(forced=forced))
+        breaker = self.breaker
+        # A closed breaker lets every attempt through: no call to ask it.
+        return Lease(self, breaker.admit(forced=forced) if breaker.open else Ticket.NORMAL)
 
 
 class Lease:
@@ -59,7 +61,9 @@ class Lease:
         member.in_flight += 1
 
     def succeeded(self) -> None:
-        self._outcome(failed=False)
+        if not self._done:
+            self._done = True
+            self.member.breaker.succeeded(self.ticket)
 
     def failed(self) -> None:
         self._outcome(failed=True)

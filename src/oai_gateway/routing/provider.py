@@ -4,15 +4,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oai_gateway.config.settings import ProviderSpec
 from oai_gateway.errors import ModelNotFoundError
 from oai_gateway.observability.context import RequestContext
 from oai_gateway.providers.base import ChunkStream, Json, Operation, Provider, UpstreamCall
-from oai_gateway.routing.attempts import AttemptPlan, Candidate, Report, Target, run_attempts
+from oai_gateway.routing.attempts import (
+    Attempt,
+    AttemptPlan,
+    Candidate,
+    Report,
+    Target,
+    run_attempts,
+)
 from oai_gateway.routing.members import Lease
 from oai_gateway.routing.stream import CommittedStream, first_event
 from oai_gateway.wire.answer import Answer
@@ -89,18 +96,23 @@ class RoutedProvider:
 
     # -- generation ----------------------------------------------------------------------------
 
-    async def embed(self, ctx: UpstreamCall, body: Json, facts: RequestFacts) -> Answer:
-        return await self._answer(ctx, Operation.EMBEDDINGS, body, facts, _embed)
+    # `embed`, `generate` and `stream` are not coroutines themselves: every level of coroutines
+    # between the route and the upstream call is paid again each time the call waits on I/O.
 
-    async def generate(
-        self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
-    ) -> Answer:
-        return await self._answer(ctx, operation, body, facts, _GENERATE[operation])
+    def embed(
+        self, ctx: UpstreamCall, body: Json, facts: RequestFacts
+    ) -> Coroutine[Any, Any, Answer]:
+        return self._answer(ctx, Operation.EMBEDDINGS, body, facts, _embed)
 
-    async def stream(
+    def generate(
         self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
-    ) -> ChunkStream:
-        return await self._stream(ctx, operation, body, facts, _STREAM[operation])
+    ) -> Coroutine[Any, Any, Answer]:
+        return self._answer(ctx, operation, body, facts, _GENERATE[operation])
+
+    def stream(
+        self, ctx: UpstreamCall, operation: Operation, body: Json, facts: RequestFacts
+    ) -> Coroutine[Any, Any, ChunkStream]:
+        return self._stream(ctx, operation, body, facts, _STREAM[operation])
 
     async def stored_response(self, ctx: UpstreamCall, method: str, suffix: str) -> Answer:
         """A stored response lives on whichever upstream made it; the first one is asked."""
@@ -116,10 +128,7 @@ class RoutedProvider:
         invoke: Invoke[T],
     ) -> T:
         """A whole answer from the first candidate that gives one."""
-
-        async def attempt(candidate: Candidate, lease: Lease) -> T:
-            return await self._invoke(candidate, ctx, body, facts, invoke)
-
+        attempt = self._attempt(ctx, body, facts, invoke)
         answer, lease = await self._attempts(ctx, operation, facts.model, attempt)
         lease.release()
         return answer
@@ -133,59 +142,48 @@ class RoutedProvider:
         invoke: Invoke[ChunkStream],
     ) -> ChunkStream:
         """A stream from the first candidate whose first event arrives: the commit point."""
+        opening = self._attempt(ctx, body, facts, invoke)
 
         async def attempt(candidate: Candidate, lease: Lease) -> ChunkStream:
-            opened = await self._invoke(candidate, ctx, body, facts, invoke)
+            opened = await opening(candidate, lease)
             return CommittedStream(await first_event(opened), opened, lease)
 
         stream, _lease = await self._attempts(ctx, operation, facts.model, attempt)
         return stream  # the lease is released when the stream is closed
 
-    async def _attempts(
-        self,
-        ctx: UpstreamCall,
-        operation: Operation,
-        model: str,
-        attempt: Callable[[Candidate, Lease], Awaitable[T]],
-    ) -> tuple[T, Lease]:
-        plan = AttemptPlan(
-            self.target, self._fleet.fallbacks(self.spec, model, operation), self.spec.max_attempts
+    def _attempts(
+        self, ctx: UpstreamCall, operation: Operation, model: str, attempt: Attempt[T]
+    ) -> Coroutine[Any, Any, tuple[T, Lease]]:
+        spec = self.spec
+        fallbacks = self._fleet.fallbacks(spec, model, operation) if spec.fallbacks else ()
+        timer = ctx.timer
+        # Put the attempts where the response headers and the access line read them.
+        sink = timer if isinstance(timer, RequestContext) else None
+        return run_attempts(
+            AttemptPlan(self.target, fallbacks, spec.max_attempts),
+            attempt,
+            report=Report(sink=sink),
+            ttft_timeout_s=spec.ttft_timeout_s,
+            observe=self._fleet.observe,
         )
-        report = Report()
-        try:
-            return await run_attempts(
-                plan,
-                attempt,
-                report=report,
-                ttft_timeout_s=self.spec.ttft_timeout_s,
-                observe=self._fleet.observe,
-            )
-        finally:
-            _record(ctx, report)
 
-    async def _invoke(
-        self,
-        candidate: Candidate,
-        ctx: UpstreamCall,
-        body: Json,
-        facts: RequestFacts,
-        invoke: Invoke[T],
-    ) -> T:
-        # A copy each time: a provider may adjust the body for its upstream, and the next
-        # candidate (perhaps of another kind) must see the client's request as it came.
-        body = dict(body)
-        if candidate.model is not None:
-            body["model"] = candidate.model
-            facts = replace(facts, model=candidate.model)
-        return await invoke(self._fleet.callee(candidate.member), ctx, body, facts)
+    def _attempt(
+        self, ctx: UpstreamCall, body: Json, facts: RequestFacts, invoke: Invoke[T]
+    ) -> Attempt[T]:
+        """One attempt: the call to the candidate's upstream provider."""
+        callees = self._fleet.callees
 
+        def attempt(candidate: Candidate, lease: Lease) -> Awaitable[T]:
+            # A copy each time: a provider may adjust the body for its upstream, and the next
+            # candidate (perhaps of another kind) must see the client's request as it came.
+            sent = dict(body)
+            model = candidate.model
+            if model is None:
+                return invoke(callees[candidate.member], ctx, sent, facts)
+            sent["model"] = model
+            return invoke(callees[candidate.member], ctx, sent, replace(facts, model=model))
 
-def _record(ctx: UpstreamCall, report: Report) -> None:
-    """Put the attempts where the response headers and the access line read them."""
-    context = ctx.timer
-    if isinstance(context, RequestContext):
-        context.upstream = report.upstream
-        context.attempts = report.attempts
+        return attempt
 
 
 def _embed(p: Provider, c: UpstreamCall, b: Json, f: RequestFacts) -> Awaitable[Answer]:
