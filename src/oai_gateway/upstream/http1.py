@@ -166,14 +166,19 @@ class _Answer:
         self._overhead -= _CHUNK_FRAMING
 
     def on_body(self, body: bytes) -> None:
-        self.state = State.BODY
-        self._overhead -= len(body)
+        # Called for every chunk of a stream: what can wait for the end of the read (the byte
+        # budget, the state, pausing, waking the reader) is done once per read, after it.
         self._chunks.append(body)
         self._buffered += len(body)
+        if self._body_limit is not None and self._buffered > self._body_limit:
+            self._error = BodyTooLargeError()
+            raise _StopParsingError
+
+    def _bodied(self) -> None:
+        """After a read that brought bytes of the body, on a connection still open."""
+        if self.state is State.HEAD:
+            self.state = State.BODY
         if self._body_limit is not None:  # read whole: nobody to wake until it is complete
-            if self._buffered > self._body_limit:
-                self._error = BodyTooLargeError()
-                raise _StopParsingError
             return
         if self._buffered > _PAUSE_AT and not self._paused and self._transport is not None:
             self._paused = True
@@ -251,6 +256,7 @@ class Connection(_Answer, asyncio.Protocol):
         self._last_data = self._loop.time()
         self._received += len(data)
         self._overhead += len(data)
+        buffered = self._buffered
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -260,6 +266,10 @@ class Connection(_Answer, asyncio.Protocol):
                 self._past_message = True  # garbage after a complete answer: that answer stands
             else:
                 self._fail(self._error or ProtocolError(str(exc)))
+        if self._buffered > buffered:
+            self._overhead -= self._buffered - buffered
+            if self.state is not State.CLOSED:
+                self._bodied()
         if not self._complete and self._overhead > MAX_HEAD_BYTES:
             self._fail(ProtocolError(f"head or trailers larger than {MAX_HEAD_BYTES} bytes"))
 
