@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oai_gateway.wire.sse import MAX_EVENT_BYTES, SSEParser, SSEProtocolError, frame
 
@@ -53,3 +57,42 @@ def test_an_endless_line_is_refused() -> None:
 
 def test_frame_is_one_data_only_event() -> None:
     assert frame({"a": [1, "b"]}) == b'data: {"a":[1,"b"]}\n\n'
+
+
+def reference_events(stream: bytes) -> list[tuple[bytes, bytes]]:
+    """The WHATWG rules applied line by line to the whole stream at once."""
+    events: list[tuple[bytes, bytes]] = []
+    data: list[bytes] = []
+    name = b""
+    for line in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")[:-1]:
+        if not line:
+            if data:
+                events.append((name, b"\n".join(data)))
+            data, name = [], b""
+            continue
+        field, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"data" and not line.startswith(b":"):
+            data.append(value)
+        elif field == b"event":
+            name = value
+    return events
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"data: {}", b"data:x", b"data: ", b"event: error", b": c", b"id: 1", b"", b"data"]
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.lists(st.integers(0, 200), max_size=6),
+)
+def test_events_are_those_of_the_line_by_line_rules(
+    lines: list[bytes], ending: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(line + ending for line in lines) + b"\n"
+    offsets = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    parts = [stream[a:b] for a, b in itertools.pairwise(offsets)]
+    assert feed_all(parts) == reference_events(stream)

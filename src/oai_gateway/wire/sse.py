@@ -46,7 +46,21 @@ class SSEParser:
             self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[tuple[bytes, bytes]] = []
-        *lines, rest = buffer.split(b"\n")
+        # Each block between blank lines is one event; the usual one, a single `data: ` line
+        # starting afresh, is taken whole instead of line by line.
+        *blocks, tail = buffer.split(b"\n\n")
+        fresh = not (self._data or self._event)  # no line of an event came in an earlier read
+        for block in blocks:
+            if fresh and block.startswith(b"data: ") and b"\n" not in block:
+                if len(block) - 5 > MAX_EVENT_BYTES:
+                    raise SSEProtocolError("an event is larger than the gateway accepts")
+                events.append((b"", block[6:]))
+                continue
+            for line in block.split(b"\n"):
+                self._line(line, events)
+            self._line(b"", events)
+            fresh = True
+        *lines, rest = tail.split(b"\n")
         for line in lines:
             self._line(line, events)
         if self._size + len(rest) > MAX_EVENT_BYTES:
