@@ -185,11 +185,6 @@ class DialectProvider:
     def frames(
         self, response: UpstreamResponse, normalizer: ChunkNormalizer, *, finish: bool
     ) -> AsyncGenerator[bytes, None]:
-        label = self.label
         return relay.frames(
-            relay.events(response, label),
-            normalizer,
-            label=label,
-            redactor=self.transport.redactor,
-            finish=finish,
+            response, normalizer, label=self.label, redactor=self.transport.redactor, finish=finish
         )

@@ -1,8 +1,9 @@
-"""An upstream stream relayed to the client as two plain generators:
-`events` (SSE bytes to event objects) and `frames` (event objects to normalised SSE frames).
+"""An upstream stream relayed to the client: `frames` (SSE bytes to normalised SSE frames) for
+chat and legacy completion streams, `events` (SSE bytes to event objects) for a translator.
 
 Both work one upstream read at a time: events that arrived together leave together (one write
-instead of one per event), and nothing waits for more input.
+instead of one per event), and nothing waits for more input. Each is one generator over the
+upstream's reads: per read, plain functions parse and shape the events.
 """
 
 from __future__ import annotations
@@ -36,27 +37,33 @@ async def events(response: UpstreamResponse, label: str) -> AsyncGenerator[Event
     parser = SSEParser()
     try:
         async for part in response.chunks():
-            batch: list[Json] = []
-            try:
-                for event, data in parser.feed(part):
-                    if data == DONE:
-                        yield EventBatch(batch, last=True)
-                        return
-                    batch.append(_event_object(event, data, label))
-            except SSEProtocolError as exc:
-                failure = UpstreamError(f"{label} sent an invalid event stream: {exc}.")
-            except UpstreamError as exc:
-                failure = exc
-            else:
-                if batch:
-                    yield EventBatch(batch, last=False)
-                continue
-            if batch:
-                yield EventBatch(batch, last=False)
-            raise failure
+            batch, failure = _batch(parser, part, label)
+            if batch.events or batch.last:
+                yield batch
+            if failure is not None:
+                raise failure
+            if batch.last:
+                return
     finally:
         response.close()
     raise UpstreamError(f"{label} ended the stream before it was complete.")
+
+
+def _batch(parser: SSEParser, part: bytes, label: str) -> tuple[EventBatch, UpstreamError | None]:
+    """The events of one upstream read, and the failure that ended them early, if any."""
+    found: list[Json] = []
+    try:
+        for event, data in parser.feed(part):
+            if data == DONE:
+                return EventBatch(found, last=True), None
+            found.append(_event_object(event, data, label))
+    except SSEProtocolError as exc:
+        return EventBatch(found, last=False), UpstreamError(
+            f"{label} sent an invalid event stream: {exc}."
+        )
+    except UpstreamError as exc:
+        return EventBatch(found, last=False), exc
+    return EventBatch(found, last=False), None
 
 
 def _event_object(event: bytes, data: bytes, label: str) -> Json:
@@ -72,35 +79,54 @@ def _event_object(event: bytes, data: bytes, label: str) -> Json:
 
 
 async def frames(
-    batches: AsyncGenerator[EventBatch, None],
+    response: UpstreamResponse,
     normalizer: ChunkNormalizer,
     *,
     label: str,
     redactor: Redactor,
     finish: bool = True,
 ) -> AsyncGenerator[bytes, None]:
-    """Each batch normalised and framed as one piece; with `finish`, the usage chunk and
-    `data: [DONE]` end the last one. An error event inside the stream ends it with an error,
-    after the chunks before it. Closing this closes `batches` (and so the upstream response)."""
+    """The upstream's events normalised and framed, one piece per upstream read, ending after
+    `[DONE]`; with `finish`, the usage chunk and `data: [DONE]` end the last piece. A malformed
+    event or an error event ends the stream with an error, after the chunks before it; so does
+    a stream that ends without `[DONE]`. The upstream response is closed in every case."""
+    parser = SSEParser()
     try:
-        async for batch in batches:
-            shaped: list[bytes] = []
-            try:
-                for event in batch.events:
-                    chunk = normalizer.chunk(event)
-                    if chunk is not None:
-                        shaped.append(frame(chunk))
-            except UpstreamStreamError as exc:
-                if shaped:
-                    yield b"".join(shaped)
-                message = redactor.redact(str(exc))
-                raise UpstreamError(f"{label} failed mid-stream: {message}") from None
-            if batch.last and finish:
+        async for part in response.chunks():
+            batch, failure = _batch(parser, part, label)
+            shaped, failure = _shaped(batch.events, normalizer, label, redactor, failure)
+            if batch.last and finish and failure is None:
                 final = normalizer.usage_chunk()
                 if final is not None:
                     shaped.append(frame(final))
                 shaped.append(DONE_EVENT)
             if shaped:
                 yield b"".join(shaped)
+            if failure is not None:
+                raise failure
+            if batch.last:
+                return
     finally:
-        await batches.aclose()
+        response.close()
+    raise UpstreamError(f"{label} ended the stream before it was complete.")
+
+
+def _shaped(
+    found: list[Json],
+    normalizer: ChunkNormalizer,
+    label: str,
+    redactor: Redactor,
+    failure: UpstreamError | None,
+) -> tuple[list[bytes], UpstreamError | None]:
+    """The frames of one read's events, and the failure that ends the stream after them: an
+    error event inside it comes first, then whatever stopped reading the events."""
+    shaped: list[bytes] = []
+    try:
+        for event in found:
+            chunk = normalizer.chunk(event)
+            if chunk is not None:
+                shaped.append(frame(chunk))
+    except UpstreamStreamError as exc:
+        message = redactor.redact(str(exc))
+        return shaped, UpstreamError(f"{label} failed mid-stream: {message}")
+    return shaped, failure
