@@ -24,6 +24,10 @@ _MESSAGE_KEYS = frozenset(
 _CHUNK_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
 _DELTA_ROLES = frozenset({"developer", "system", "user", "assistant", "tool"})
+# What `ChatChunks.exact` accepts as it is: the keys `choice` keeps, all of them present, and a
+# delta of text (tool calls and function calls are checked piece by piece, by `choice`).
+_EXACT_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason"})
+_EXACT_DELTA_KEYS = frozenset({"role", "content", "refusal"})
 
 
 def _message(message: Any) -> Json:
@@ -112,6 +116,28 @@ class ChatChunks:
         if "logprobs" in fixed:
             fixed["logprobs"] = chat_logprobs(fixed["logprobs"])
         return fixed
+
+    def exact(self, choice: Json, roles: set[int]) -> bool:
+        if choice.keys() not in (_EXACT_CHOICE_KEYS, _CHUNK_CHOICE_KEYS):
+            return False
+        at, delta, finish = choice["index"], choice["delta"], choice["finish_reason"]
+        if type(at) is not int or type(delta) is not dict or choice.get("logprobs") is not None:
+            return False
+        if not delta.keys() <= _EXACT_DELTA_KEYS or not (
+            finish is None or (type(finish) is str and finish in shapes.FINISH_REASONS)
+        ):
+            return False
+        content, refusal = delta.get("content"), delta.get("refusal")
+        if not (content is None or type(content) is str) or not (
+            refusal is None or type(refusal) is str
+        ):
+            return False
+        if "role" in delta:
+            role = delta["role"]
+            if at in roles or type(role) is not str or role not in _DELTA_ROLES:
+                return False
+            roles.add(at)  # as `choice` does: this role goes out, later ones of `at` do not
+        return True
 
 
 CHAT_CHUNKS = ChatChunks()

@@ -21,6 +21,24 @@ class ChunkShape(Protocol):
         """One choice reshaped; `roles` holds the indexes whose role was already sent."""
         ...
 
+    def exact(self, choice: Json, roles: set[int]) -> bool:
+        """Whether `choice` (the only one of its chunk, at position 0) is already exactly what
+        `choice` would make of it; if so, what `choice` would record in `roles` is recorded."""
+        ...
+
+
+# The top-level keys of chunks the gateway sends as they came (see `ChunkNormalizer._as_sent`),
+# in the order `chunk` builds them, which is OpenAI's.
+_HEAD = ("id", "object", "created", "model", "choices")
+_AS_SENT = frozenset(
+    {
+        _HEAD,
+        (*_HEAD, "system_fingerprint"),
+        (*_HEAD, "usage"),
+        (*_HEAD, "system_fingerprint", "usage"),
+    }
+)
+
 
 class UpstreamStreamError(Exception):
     """The upstream reported an error inside its stream."""
@@ -66,6 +84,41 @@ class ChunkNormalizer:
 
     def chunk(self, obj: Json) -> Json | None:
         """The chunk to send for an upstream chunk, or None when nothing is left of it."""
+        if self._as_sent(obj):
+            # Most upstreams send every chunk in exactly this shape: only the values the
+            # stream shares are set, instead of rebuilding the chunk key by key.
+            self._remember(obj)
+            out = {
+                **obj,
+                "id": self._id,
+                "object": self._shape.object_name,
+                "created": self._created,
+                "model": self._model,
+            }
+            if self._include_usage and self._shape.null_usage:
+                out["usage"] = None
+            elif "usage" in out:
+                del out["usage"]
+            return out
+        return self._rebuilt(obj)
+
+    def _as_sent(self, obj: Json) -> bool:
+        """Whether `_rebuilt` would keep the chunk's keys, their order, its one choice and its
+        fingerprint as they are, and find no usage in it."""
+        if tuple(obj) not in _AS_SENT or self._choice_index is not None:
+            return False
+        if obj.get("usage") is not None or type(obj.get("system_fingerprint", "")) is not str:
+            return False
+        choices = obj["choices"]
+        return (
+            type(choices) is list
+            and len(choices) == 1
+            and type(choices[0]) is dict
+            and self._shape.exact(choices[0], self._roles)
+        )
+
+    def _rebuilt(self, obj: Json) -> Json | None:
+        """The chunk built anew from what OpenAI's shape keeps of `obj`."""
         if obj.get("error"):
             raise UpstreamStreamError(obj["error"])
         found = usage(obj.get("usage"))

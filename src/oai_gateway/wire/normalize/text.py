@@ -108,5 +108,8 @@ class TextChunks:
         fixed["finish_reason"] = chunk_finish_reason(fixed.get("finish_reason"), chat=False)
         return fixed
 
+    def exact(self, choice: Json, roles: set[int]) -> bool:
+        return False  # legacy completion streams are rare: every chunk goes through `choice`
+
 
 TEXT_CHUNKS = TextChunks()
