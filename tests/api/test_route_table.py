@@ -71,3 +71,37 @@ def test_the_table_refuses_a_duplicate_route_and_a_section_with_two_auths() -> N
         _table(("GET", "/metrics", Auth.GATEWAY), ("GET", "/metrics", Auth.NONE))
     with pytest.raises(ValueError, match="differ in auth"):
         _table(("GET", "/admin/v1/keys", Auth.NONE), ("GET", "/admin/v1/usage", Auth.GATEWAY))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/custom/v1/chat/completions",
+        "/custom/v1/models/library/llama3.2:latest",
+        "/admin/v1/keys/k1",
+        "/admin/v1/models",
+        "/custom/v1/nothing",
+        "/healthz",
+        "/healthz/",
+        "//v1/models",
+    ],
+)
+def test_find_is_locate_then_match_and_remembers_static_paths(path: str) -> None:
+    table = RouteTable(ROUTES.routes)
+    section, rest, params = table.locate(path)
+    matched = section.match(rest)
+    methods, more = matched if matched is not None else (None, {})
+    for _ in range(2):  # found, then (for a template without parameters) remembered
+        assert table.find(path) == (section, methods, {**params, **more})
+
+
+def test_find_remembers_a_bounded_number_of_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("oai_gateway.api.table.KNOWN_PATHS", 2)
+    table = RouteTable(ROUTES.routes)
+    for name in ("a", "b", "c", "d"):
+        found = table.find(f"/{name}/v1/chat/completions")
+        assert found[2] == {"provider": name}
+    assert len(table._known) == 2
+    table = RouteTable(ROUTES.routes)
+    table.find("/custom/v1/models/m1")  # a template with parameters of its own: not kept
+    assert len(table._known) == 0

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oai_gateway.errors import UpstreamError
+from oai_gateway.wire.normalize import chat
 from oai_gateway.wire.normalize.chat import CHAT_CHUNKS, chat_completion
 from oai_gateway.wire.normalize.embeddings import decode_base64, embeddings
 from oai_gateway.wire.normalize.models import model_object
@@ -248,3 +249,58 @@ def test_through_the_gateway_an_upstream_answer_is_200_or_502(
     assert response.status_code in (200, 502), response.text
     if response.status_code == 502:
         assert response.json()["error"]["code"] == "upstream_error"
+
+
+# Answers mostly in OpenAI's plain shape, which the normaliser's no-repair path takes: each
+# field is well-formed most of the time and an odd value (or absent) the rest.
+odd: st.SearchStrategy[Any] = st.sampled_from(
+    [None, True, 1, 2**70, 1.5, "", "x", [], {}, {"a": 1}]
+)
+
+
+def mostly(
+    required: dict[str, st.SearchStrategy[Any]], **optional: st.SearchStrategy[Any]
+) -> st.SearchStrategy[dict[str, Any]]:
+    def usually(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.integers(0, 19).flatmap(lambda n: odd if n == 0 else good)
+
+    return st.fixed_dictionaries(
+        {k: usually(v) for k, v in required.items()},
+        optional={k: usually(v) for k, v in optional.items()},
+    )
+
+
+plain_message = mostly(
+    {"role": st.just("assistant")},
+    content=st.text(max_size=10) | st.none(),
+    refusal=st.none() | st.text(max_size=3),
+)
+plain_choice = mostly(
+    {"index": st.integers(0, 3), "message": plain_message, "finish_reason": finish},
+    logprobs=st.none(),
+    extra=odd,
+)
+plain_usage = mostly({"prompt_tokens": counts, "completion_tokens": counts, "total_tokens": counts})
+plain_chat_answer = mostly(
+    {
+        "id": st.text(max_size=8),
+        "created": st.integers(0, 2**31),
+        "model": st.text(max_size=8),
+        "choices": st.lists(plain_choice, max_size=3),
+    },
+    object=st.just("chat.completion"),
+    usage=plain_usage | usage,
+    system_fingerprint=st.text(max_size=5),
+    service_tier=st.sampled_from(["auto", "default", "flex"]),
+    timings=odd,
+)
+
+
+@FUZZ
+@given(st.one_of(plain_chat_answer, plain_chat_answer, chat_answer))
+def test_chat_no_repair_path_agrees(answer: dict[str, Any]) -> None:
+    """Whatever the no-repair path accepts, it shapes exactly as the careful path: the same
+    keys, in the same order, with the same values."""
+    fast = chat._as_sent(answer)
+    if fast is not None:
+        assert repr(fast) == repr(chat._repaired(answer, "m", None))

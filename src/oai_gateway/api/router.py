@@ -75,14 +75,12 @@ class Router:
     ) -> Exchange:
         path: str = scope["path"]
         method: str = scope["method"]
-        section, rest, params = self._table.locate(path)
+        section, methods, params = self._table.find(path)
         principal = None
         if section.auth is not None:
             principal = await _identify(self._authenticators[section.auth], scope)
-        found = section.match(rest)
-        if found is None:
+        if methods is None:
             raise RouteNotFoundError(f"Unknown path: {method} {path[:200]}.")
-        methods, more = found
         context.route = methods.label
         route = methods.by_method.get(method)
         if route is None:
@@ -92,7 +90,6 @@ class Router:
             )
         if section.auth is None:
             principal = await _identify(self._authenticators[route.auth], scope)
-        params = {**params, **more}
         provider = self._provider(route, params, context)
         return Exchange(scope, receive, respond, context, route, params, principal, provider)
 

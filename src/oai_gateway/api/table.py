@@ -25,6 +25,9 @@ Handler = Callable[["Services", "Exchange"], Awaitable[None]]
 
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 _SECTION = "/v1/"
+# How many paths `RouteTable.find` remembers; bounded, since a prefix's parameters (the
+# provider's name) come from the client.
+KNOWN_PATHS = 1024
 
 
 class Auth(StrEnum):
@@ -109,6 +112,11 @@ class Section:
         return None
 
 
+# What `RouteTable.find` gives: the section, the methods of the route (None: no route there),
+# and the parameters of the whole path.
+Found = tuple[Section, Methods | None, Mapping[str, str]]
+
+
 class RouteTable:
     """Every route, compiled into sections; see the module docstring for the rules.
 
@@ -134,6 +142,7 @@ class RouteTable:
             section.add(rest, route)
         literal_first = sorted(sections, key=lambda prefix: bool(_PARAM.search(prefix)))
         self._sections = [sections[prefix] for prefix in literal_first]
+        self._known: dict[str, Found] = {}
 
     def locate(self, path: str) -> tuple[Section, str, Mapping[str, str]]:
         """The section a path belongs to, the path within it, and the prefix's parameters."""
@@ -143,3 +152,20 @@ class RouteTable:
             if found is not None:
                 return section, path[found.end() :], found.groupdict()
         return self._root, path, {}
+
+    def find(self, path: str) -> Found:
+        """`locate`, then the section's `match`. Paths of templates without parameters within
+        their section (`/custom/v1/chat/completions`, nearly every request) are remembered, so
+        the patterns run once per such path, not once per request."""
+        known = self._known.get(path)
+        if known is not None:
+            return known
+        section, rest, params = self.locate(path)
+        matched = section.match(rest)
+        if matched is None:
+            return section, None, params
+        methods, more = matched
+        found = (section, methods, {**params, **more})
+        if not more and len(self._known) < KNOWN_PATHS:
+            self._known[path] = found
+        return found

@@ -15,12 +15,14 @@ from oai_gateway.wire.normalize.common import (
     finish_reason,
     index,
     pick,
+    plain_envelope,
 )
 
 _CHOICE_KEYS = frozenset({"index", "message", "finish_reason", "logprobs"})
 _MESSAGE_KEYS = frozenset(
     {"role", "content", "refusal", "tool_calls", "annotations", "audio", "function_call"}
 )
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "refusal"})
 _CHUNK_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
 _DELTA_ROLES = frozenset({"developer", "system", "user", "assistant", "tool"})
@@ -77,7 +79,54 @@ def _token_logprobs(value: Any) -> list[Any] | None:
     return value if isinstance(value, list) and all(map(shapes.token_logprob, value)) else None
 
 
+def _as_sent(obj: Json) -> Json | None:
+    """What `_repaired` gives, for the usual answer that needs no repair (text-only messages,
+    valid indexes and finish reasons, no logprobs), with the checks inline and `type(...) is`
+    the exact JSON types; None for any other answer, which `_repaired` then shapes."""
+    out = plain_envelope(obj, "chat.completion")
+    found = obj.get("choices")
+    if out is None or type(found) is not list:
+        return None
+    shaped = []
+    for choice in found:
+        fixed = _plain_choice(choice)
+        if fixed is None:
+            return None
+        shaped.append(fixed)
+    out["choices"] = shaped
+    return out
+
+
+def _plain_choice(choice: Any) -> Json | None:
+    message = choice.get("message") if type(choice) is dict else None
+    if type(message) is not dict or not message.keys() <= _PLAIN_MESSAGE_KEYS:
+        return None
+    message = dict(message)
+    message["role"] = "assistant"
+    content = message.setdefault("content", None)
+    refusal = message.setdefault("refusal", None)
+    reason = choice.get("finish_reason")
+    if not (
+        (content is None or type(content) is str)
+        and (refusal is None or type(refusal) is str)
+        and type(choice.get("index")) is int
+        and type(reason) is str
+        and reason in shapes.FINISH_REASONS
+        and choice.get("logprobs") is None
+    ):
+        return None
+    fixed = pick(choice, _CHOICE_KEYS)  # index and finish_reason stay where they are
+    fixed["message"] = message
+    fixed["logprobs"] = None
+    return fixed
+
+
 def chat_completion(obj: Json, *, model: str, ident: str | None = None) -> Json:
+    exact = _as_sent(obj) if ident is None else None
+    return _repaired(obj, model, ident) if exact is None else exact
+
+
+def _repaired(obj: Json, model: str, ident: str | None) -> Json:
     out = envelope(obj, "chat.completion", model, ident)
     shaped = []
     for position, choice in enumerate(choices(obj)):

@@ -16,6 +16,8 @@ Json = dict[str, Any]
 COMPLETION_KEYS = frozenset(
     {"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier"}
 )
+_COUNTS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_PLAIN_COUNTS: Json = dict.fromkeys(_COUNTS, 0)  # stands for an answer without usage
 _USAGE_KEYS = frozenset(
     {
         "prompt_tokens",
@@ -32,6 +34,9 @@ def new_id(prefix: str) -> str:
 
 
 def pick(source: Json, keys: frozenset[str]) -> Json:
+    """`source` with only `keys`, in its own order."""
+    if source.keys() <= keys:
+        return dict(source)  # nothing to drop, as with most upstreams: a copy, made in C
     return {k: v for k, v in source.items() if k in keys}
 
 
@@ -51,6 +56,34 @@ def usage(value: Any) -> Json | None:
         if key in counts and not shapes.usage_details(counts[key]):
             del counts[key]
     return counts
+
+
+def plain_envelope(obj: Json, kind: str) -> Json | None:
+    """What `envelope(obj, kind, model, None)` gives, for the usual answer, which needs no repair
+    (its own id, model and created time, a valid fingerprint and tier, usage with its three
+    counts): the checks inline, `type(...) is` the exact JSON types. None for any other answer,
+    for `envelope` to repair: whatever is accepted here, `envelope` would have left as it is."""
+    out = pick(obj, COMPLETION_KEYS)
+    counts = out.get("usage", _PLAIN_COUNTS)
+    tier = out.get("service_tier", "auto")
+    if not (
+        type(out.get("id")) is str
+        and type(out.get("created")) is int
+        and type(out.get("model")) is str
+        and type(out.get("system_fingerprint", "")) is str
+        and type(tier) is str
+        and tier in shapes.SERVICE_TIERS
+        and type(counts) is dict
+        and counts.keys() == _COUNTS
+        and type(counts["prompt_tokens"]) is int
+        and type(counts["completion_tokens"]) is int
+        and type(counts["total_tokens"]) is int
+    ):
+        return None
+    out["object"] = kind
+    if "usage" in out:
+        out["usage"] = dict(counts)
+    return out
 
 
 def envelope(obj: Json, kind: str, model: str, ident: str | None) -> Json:
