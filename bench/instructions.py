@@ -61,7 +61,7 @@ def _static(upstream: str, work: Path) -> dict[str, str]:
     return {"CUSTOM_BASE_URL": upstream, "ALLOWED_API_KEYS": KEY}
 
 
-def _store(kind: str, limits: Limits) -> Scenario:
+def _store(kind: str, limits: Limits, *, static_key: bool = False) -> Scenario:
     def env(upstream: str, work: Path) -> dict[str, str]:
         url = keys_targets.store_url(kind, lambda cores, argv: argv)
         return {
@@ -70,6 +70,8 @@ def _store(kind: str, limits: Limits) -> Scenario:
             "BENCH_KEY": keys_targets.issue_key(url, limits),
         }
 
+    if static_key:  # the store and its ledger, but the request carries the static key
+        return Scenario(CHAT, env)
     return Scenario(CHAT, env, key=lambda env: env["BENCH_KEY"])
 
 
@@ -82,6 +84,8 @@ def _two(upstream: str, work: Path) -> dict[str, str]:
 SCENARIOS: dict[str, Scenario] = {
     "static": Scenario(CHAT, _static),
     "stream": Scenario(STREAM, _static),
+    "static-sqlite": _store("sqlite", Limits(), static_key=True),
+    "static-redis": _store("redis", Limits(), static_key=True),
     "vkey": _store("sqlite", Limits()),
     "vkey-sqlite": _store("sqlite", keys_targets.HIGH),
     "vkey-redis": _store("redis", keys_targets.HIGH),

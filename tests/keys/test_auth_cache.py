@@ -81,6 +81,37 @@ async def test_a_virtual_key_is_accepted_only_with_its_secret() -> None:
         await auth.authenticate(scope(full_key("nosuchkey000", new_secret())))
 
 
+async def test_a_remembered_verification_holds_only_for_that_secret_and_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = CountingStore()
+    made, key = await issued(store)
+    cache = KeyCache(store, ttl_s=60)
+    auth = KeyAuthenticator([], store, cache)
+    hashed: list[str] = []
+    original = SecretHasher.matches
+
+    def counted(self: SecretHasher, secret: str, secret_hash: str) -> bool:
+        hashed.append(secret)
+        return original(self, secret, secret_hash)
+
+    monkeypatch.setattr(SecretHasher, "matches", counted)
+    for _ in range(3):
+        assert (await auth.authenticate(scope(key))).key_id == made.id  # type: ignore[union-attr]
+    assert len(hashed) == 1  # the keyed hash once, then the remembered secret
+    with pytest.raises(AuthenticationError):
+        await auth.authenticate(scope(full_key(made.id, new_secret())))
+    assert len(hashed) == 2  # another secret is hashed, and refused
+    # A rotated secret arrives as a new record: the old secret is checked against it, refused.
+    secret = new_secret()
+    rotated = replace(made, secret_hash=SecretHasher(await store.pepper()).hash(secret))
+    await store.put_key(rotated)
+    cache.invalidate(made.id)  # what the store's change notice does
+    with pytest.raises(AuthenticationError):
+        await auth.authenticate(scope(key))
+    assert (await auth.authenticate(scope(full_key(made.id, secret)))).record == rotated  # type: ignore[union-attr]
+
+
 async def test_revoked_and_expired_keys_are_refused_saying_why() -> None:
     store = CountingStore()
     _, revoked_key = await issued(store, revoked_at=now_iso())

@@ -31,6 +31,9 @@ class Principal:
     record: KeyRecord | None = None
 
 
+_MAX_VERIFIED = 10_000  # keys remembered as verified; past it the memo starts again
+
+
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
@@ -41,6 +44,10 @@ class KeyAuthenticator:
         self._store = store
         self._cache = cache
         self._hasher: SecretHasher | None = None
+        # key id -> (record, secret) last verified against that record object: the keyed hash
+        # is computed again only when the cache hands out a new record (at most once a second
+        # per key, and at once on a change), not on every request.
+        self._verified_secrets: dict[str, tuple[KeyRecord, str]] = {}
         self.stale_ok = False  # STORE_FAILURE_MODE=open: a stale record beats no answer
 
     @property
@@ -79,8 +86,16 @@ class KeyAuthenticator:
         record = await self._cache.get(key_id, stale_ok=self.stale_ok)
         if self._hasher is None:
             self._hasher = SecretHasher(await self._store.pepper())
-        if record is None or not self._hasher.matches(secret, record.secret_hash):
+        if record is None:
             raise AuthenticationError(UNKNOWN_KEY)
+        known = self._verified_secrets.get(key_id)
+        if known is not None and known[0] is record and hmac.compare_digest(known[1], secret):
+            return record
+        if not self._hasher.matches(secret, record.secret_hash):
+            raise AuthenticationError(UNKNOWN_KEY)
+        if len(self._verified_secrets) >= _MAX_VERIFIED:
+            self._verified_secrets.clear()
+        self._verified_secrets[key_id] = (record, secret)
         return record
 
 
