@@ -35,18 +35,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keys_targets
+from failover import PROVIDERS
 from oai_gateway.keys.records import Limits
 from run import CHAT, KEY, free_port, start_upstream
 
 STREAM = {**CHAT, "stream": True}
-TWO_UPSTREAMS = """
-[providers.custom]
-kind = "openai"
-[[providers.custom.upstreams]]
-base_url = "{url}"
-[[providers.custom.upstreams]]
-base_url = "{url}"
-"""
 _SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 
 
@@ -55,6 +48,7 @@ class Scenario:
     body: dict[str, Any]
     env: Callable[[str, Path], dict[str, str]]
     key: Callable[[dict[str, str]], str] = lambda env: KEY
+    provider: str = "custom"
 
 
 def _static(upstream: str, work: Path) -> dict[str, str]:
@@ -77,7 +71,8 @@ def _store(kind: str, limits: Limits, *, static_key: bool = False) -> Scenario:
 
 def _two(upstream: str, work: Path) -> dict[str, str]:
     providers = work / "providers.toml"
-    providers.write_text(TWO_UPSTREAMS.format(url=upstream), encoding="utf-8")
+    # failover.py's providers file; its `two` is the one provider with two upstreams.
+    providers.write_text(PROVIDERS.format(a=upstream, b=upstream), encoding="utf-8")
     return {"PROVIDERS_FILE": str(providers), "ALLOWED_API_KEYS": KEY}
 
 
@@ -89,7 +84,7 @@ SCENARIOS: dict[str, Scenario] = {
     "vkey": _store("sqlite", Limits()),
     "vkey-sqlite": _store("sqlite", keys_targets.HIGH),
     "vkey-redis": _store("redis", keys_targets.HIGH),
-    "two-upstreams": Scenario(CHAT, _two),
+    "two-upstreams": Scenario(CHAT, _two, provider="two"),
 }
 
 
@@ -136,7 +131,7 @@ def measure(name: str, src: str | None, requests: int, concurrencies: list[int])
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
     argv += [sys.executable, "-m", "oai_gateway", "serve", "--port", str(port)]
     gateway = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/custom/v1/chat/completions"
+    url = f"http://127.0.0.1:{port}/{scenario.provider}/v1/chat/completions"
     key = scenario.key(env)
     rows = []
     try:
