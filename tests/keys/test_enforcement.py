@@ -125,7 +125,7 @@ def test_rpm_twenty_at_once_exactly_one_succeeds(gateway: GatewayServer, store_u
     refused = next(r for r in replies if r.status_code == 429)
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert 1 <= int(refused.headers["retry-after"]) <= 61  # a window slot's width more on SQLite
     assert refused.headers["x-ratelimit-limit-requests"] == "1"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     ok = next(r for r in replies if r.status_code == 200)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -46,18 +48,20 @@ BUSY_TIMEOUT_MS = 5000
 # own automatic checkpoint comes every 1,000 WAL pages; a commit here writes a few).
 CHECKPOINT_EVERY = 250
 SETTLE_DEFER_S = 0.05  # the longest a settlement waits for an admission to share a commit with
+SLOTS = 60  # a window is counted in this many slots
+SLOTS_KEPT = 100_000  # admissions remembered until they settle (one per request in flight)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, created_at TEXT NOT NULL, record BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS keys_newest ON keys (created_at DESC, id DESC);
-CREATE TABLE IF NOT EXISTS key_window (
-    key_id TEXT NOT NULL, request_id TEXT NOT NULL, at REAL NOT NULL, tokens INTEGER NOT NULL,
-    PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS key_window_at ON key_window (key_id, at);
-CREATE TABLE IF NOT EXISTS key_window_totals (
-    key_id TEXT PRIMARY KEY, requests INTEGER NOT NULL, tokens INTEGER NOT NULL) WITHOUT ROWID;
+-- The rpm/tpm window in slots of 1/60 of it: one row per key and slot, not one per request.
+DROP TABLE IF EXISTS key_window;
+DROP TABLE IF EXISTS key_window_totals;
+CREATE TABLE IF NOT EXISTS key_slots (
+    key_id TEXT NOT NULL, slot INTEGER NOT NULL, requests INTEGER NOT NULL,
+    tokens INTEGER NOT NULL, PRIMARY KEY (key_id, slot)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_leases (
     key_id TEXT NOT NULL, request_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (key_id, request_id)) WITHOUT ROWID;
@@ -77,6 +81,11 @@ class SQLiteDatabase:
         self._conn: sqlite3.Connection | None = None
         self._here: sqlite3.Connection | None = None  # opened once the schema exists
         self._commits_here = 0
+        # Writes of this process on the thread: the event loop's writes wait for them instead
+        # of failing on the lock they hold and following them to the thread.
+        self._thread_writes = 0
+        self._thread_idle = asyncio.Event()
+        self._thread_idle.set()
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -103,6 +112,8 @@ class SQLiteDatabase:
         """`work` on the event loop's connection; on the thread when that fails (the file is
         locked by another writer, or worse: the thread waits, or reports the error).
         `work` must leave nothing behind when it fails (one transaction, or a read)."""
+        while writes and self._thread_writes:  # another may start before this task resumes
+            await self._thread_idle.wait()
         conn = self._here
         if conn is None and self._conn is not None:  # the store came up after the start
             with contextlib.suppress(sqlite3.OperationalError):
@@ -118,18 +129,22 @@ class SQLiteDatabase:
                 if writes:
                     self._committed_here()
                 return result
-        return await self.run(work)
+        return await self.run(work, writes=writes)
 
     def _committed_here(self) -> None:
         self._commits_here += 1
         if self._commits_here >= CHECKPOINT_EVERY:
             self._commits_here = 0
             # fetchall: a cursor left unread would keep its statement, and a snapshot, open.
-            checkpoint = self.run(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            checkpoint = self.run(
+                lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), writes=False
+            )
             task = asyncio.get_running_loop().create_task(checkpoint)
             task.add_done_callback(_ignore_failure)
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, work: Callable[[sqlite3.Connection], T], *, writes: bool = True) -> T:
+        """`work` on the thread; `writes` unless it only reads (WAL readers take no lock)."""
+
         def call() -> T:
             if self._conn is None:
                 self._connect()
@@ -137,10 +152,18 @@ class SQLiteDatabase:
             return work(self._conn)
 
         loop = asyncio.get_running_loop()
+        if writes:
+            self._thread_writes += 1
+            self._thread_idle.clear()
         try:
             return await loop.run_in_executor(self._thread, call)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+        finally:
+            if writes:
+                self._thread_writes -= 1
+                if not self._thread_writes:
+                    self._thread_idle.set()
 
     async def close(self) -> None:
         if self._here is not None:
@@ -174,7 +197,9 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
     return result
 
 
-Pending = list[tuple[str, Settlement, "asyncio.Future[None]"]]
+# key id, settlement, the slot its admission was counted in, the settling caller's future
+Pending = list[tuple[str, Settlement, int | None, "asyncio.Future[None]"]]
+Admitted = tuple[Decision, int | None]  # the decision, and the window slot that counted it
 
 
 class SQLiteStore:
@@ -187,6 +212,9 @@ class SQLiteStore:
         self._closed = asyncio.Event()
         self._pending: Pending = []
         self._timer: asyncio.TimerHandle | None = None
+        # request id -> window slot of the admissions this process made and has not settled;
+        # only this process settles them (a ticket never leaves it).
+        self._slots: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.database.open()
@@ -238,7 +266,7 @@ class SQLiteStore:
             sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
             return [decode_record(r[0]) for r in conn.execute(sql, (*args, limit))]
 
-        return await self.database.run(read)
+        return await self.database.run(read, writes=False)
 
     async def put_key(self, record: KeyRecord) -> None:
         def update(conn: sqlite3.Connection) -> None:
@@ -278,16 +306,23 @@ class SQLiteStore:
         await self.database.run(lambda conn: insert_usage(conn, records))
 
     async def usage_rollup(self, query: UsageQuery) -> list[UsageRow]:
-        return await self.database.run(lambda conn: roll_up_usage(conn, query))
+        return await self.database.run(lambda conn: roll_up_usage(conn, query), writes=False)
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
-        decision = await self._apply(self._take_pending(), (key_id, admission))
-        assert decision is not None
+        admitted = await self._apply(self._take_pending(), (key_id, admission))
+        assert admitted is not None
+        decision, slot = admitted
+        if slot is not None:
+            if len(self._slots) >= SLOTS_KEPT:  # never settled: drop the oldest half
+                for request_id in list(itertools.islice(self._slots, SLOTS_KEPT // 2)):
+                    del self._slots[request_id]
+            self._slots[admission.request_id] = slot
         return decision
 
     async def settle(self, key_id: str, settlement: Settlement) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((key_id, settlement, future))
+        slot = self._slots.pop(settlement.request_id, None)
+        self._pending.append((key_id, settlement, slot, future))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(SETTLE_DEFER_S, self._settle_now)
         await future
@@ -306,18 +341,18 @@ class SQLiteStore:
 
     async def _apply(
         self, pending: Pending, admitting: tuple[str, Admission] | None
-    ) -> Decision | None:
+    ) -> Admitted | None:
         """The pending settlements, then the admission if any, in one transaction."""
         if not pending and admitting is None:
             return None
 
-        def work(conn: sqlite3.Connection) -> Decision | None:
-            for key_id, settlement, _ in pending:
-                _settle(conn, key_id, settlement)
+        def work(conn: sqlite3.Connection) -> Admitted | None:
+            for key_id, settlement, slot, _ in pending:
+                _settle(conn, key_id, settlement, slot)
             return None if admitting is None else _admit(conn, *admitting)
 
         try:
-            decision = await self.database.run_here(
+            admitted = await self.database.run_here(
                 lambda conn: transaction(conn, work), writes=True
             )
         except BaseException as exc:
@@ -329,7 +364,7 @@ class SQLiteStore:
         for *_, future in pending:
             if not future.done():
                 future.set_result(None)
-        return decision
+        return admitted
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
         def refresh(conn: sqlite3.Connection) -> None:
@@ -342,36 +377,39 @@ class SQLiteStore:
         await self.database.run(lambda conn: transaction(conn, refresh))
 
 
-def _window(conn: sqlite3.Connection, key_id: str, horizon: float) -> tuple[int, int, float | None]:
-    """The window's (requests, tokens, oldest entry) after dropping what left it.
+def _slot_width(window_s: float) -> float:
+    return window_s / SLOTS
 
-    The totals are kept in their own row, so an admission costs the same however many
-    requests the window holds; only the entries that just left are read.
+
+def _window(conn: sqlite3.Connection, key_id: str, now: float, window_s: float) -> Window:
+    """The window's (requests, tokens, end of its oldest slot) at `now`.
+
+    A slot counts until its end plus `window_s` has passed, so an entry stays between 60 and
+    61 seconds (never less: no window of 60 s ever holds more than the limit). Slots that left
+    the window are deleted here, about once a slot width per busy key.
     """
-    gone, freed = conn.execute(
-        "SELECT count(*), coalesce(sum(tokens), 0) FROM key_window WHERE key_id = ? AND at <= ?",
-        (key_id, horizon),
-    ).fetchone()
-    if gone:
-        conn.execute("DELETE FROM key_window WHERE key_id = ? AND at <= ?", (key_id, horizon))
-        conn.execute(
-            "UPDATE key_window_totals SET requests = requests - ?, tokens = tokens - ? "
-            "WHERE key_id = ?",
-            (gone, freed, key_id),
-        )
-    row = conn.execute(
-        "SELECT requests, tokens, (SELECT min(at) FROM key_window WHERE key_id = ?) "
-        "FROM key_window_totals WHERE key_id = ?",
-        (key_id, key_id),
-    ).fetchone()
-    return (0, 0, None) if row is None else (row[0], row[1], row[2])
+    width = _slot_width(window_s)
+    first = math.floor((now - window_s) / width)  # the oldest slot still in the window
+    requests, tokens, oldest, lowest = conn.execute(_WINDOW_SQL, (first, key_id)).fetchone()
+    if lowest is not None and lowest < first:
+        conn.execute("DELETE FROM key_slots WHERE key_id = ? AND slot < ?", (key_id, first))
+    return requests, tokens, None if oldest is None else (oldest + 1) * width
 
 
-def _admit(conn: sqlite3.Connection, key_id: str, admission: Admission) -> Decision:
+_WINDOW_SQL = (
+    "SELECT coalesce(sum(requests) FILTER (WHERE slot >= ?1), 0), "
+    "coalesce(sum(tokens) FILTER (WHERE slot >= ?1), 0), "
+    "min(slot) FILTER (WHERE slot >= ?1), min(slot) FROM key_slots WHERE key_id = ?2"
+)
+Window = tuple[int, int, float | None]
+
+
+def _admit(conn: sqlite3.Connection, key_id: str, admission: Admission) -> Admitted:
     now = time.time()
     requests, tokens, oldest = 0, 0, None
-    if admission.rpm is not None or admission.tpm is not None:
-        requests, tokens, oldest = _window(conn, key_id, now - admission.window_s)
+    windowed = admission.rpm is not None or admission.tpm is not None
+    if windowed:
+        requests, tokens, oldest = _window(conn, key_id, now, admission.window_s)
     leases = 0
     if admission.max_parallel is not None:
         conn.execute("DELETE FROM key_leases WHERE key_id = ? AND expires_at <= ?", (key_id, now))
@@ -385,30 +423,35 @@ def _admit(conn: sqlite3.Connection, key_id: str, admission: Admission) -> Decis
         ).fetchone()
         used = row[1] if row is not None and row[0] == period else 0.0
     counters = Counters(now, requests, tokens, oldest, leases, used, period)
+    width = _slot_width(admission.window_s)
 
     def entries() -> list[tuple[float, int]]:
-        sql = "SELECT at, tokens FROM key_window WHERE key_id = ? ORDER BY at"
-        return conn.execute(sql, (key_id,)).fetchall()
+        sql = "SELECT (slot + 1) * ?, tokens FROM key_slots WHERE key_id = ? AND slot >= ? "
+        first = math.floor((now - admission.window_s) / width)
+        return conn.execute(sql + "ORDER BY slot", (width, key_id, first)).fetchall()
 
     decision = decide(admission, counters, entries)
+    slot = math.floor(now / width) if windowed and decision.admitted else None
     if decision.admitted:
-        _reserve(conn, key_id, admission, now, used)
-    return decision
+        _reserve(conn, key_id, admission, now, used, slot=slot)
+    return decision, slot
 
 
 def _reserve(
-    conn: sqlite3.Connection, key_id: str, admission: Admission, now: float, used: float
+    conn: sqlite3.Connection,
+    key_id: str,
+    admission: Admission,
+    now: float,
+    used: float,
+    *,
+    slot: int | None,
 ) -> None:
     request_id = admission.request_id
-    if admission.rpm is not None or admission.tpm is not None:
+    if slot is not None:
         conn.execute(
-            "INSERT INTO key_window VALUES (?, ?, ?, ?)",
-            (key_id, request_id, now, admission.tokens),
-        )
-        conn.execute(
-            "INSERT INTO key_window_totals VALUES (?, 1, ?) ON CONFLICT (key_id) DO UPDATE SET "
+            "INSERT INTO key_slots VALUES (?, ?, 1, ?) ON CONFLICT DO UPDATE SET "
             "requests = requests + 1, tokens = tokens + excluded.tokens",
-            (key_id, admission.tokens),
+            (key_id, slot, admission.tokens),
         )
     if admission.max_parallel is not None:
         conn.execute(
@@ -423,18 +466,14 @@ def _reserve(
         )
 
 
-def _settle(conn: sqlite3.Connection, key_id: str, settlement: Settlement) -> None:
-    request_id = settlement.request_id
-    delta = settlement.tokens_delta
-    if (
-        delta
-        and conn.execute(
-            "UPDATE key_window SET tokens = tokens + ? WHERE key_id = ? AND request_id = ?",
-            (delta, key_id, request_id),
-        ).rowcount
-    ):
+def _settle(
+    conn: sqlite3.Connection, key_id: str, settlement: Settlement, slot: int | None
+) -> None:
+    # A slot already gone from the window (or forgotten) has nothing left to correct.
+    if settlement.tokens_delta and slot is not None:
         conn.execute(
-            "UPDATE key_window_totals SET tokens = tokens + ? WHERE key_id = ?", (delta, key_id)
+            "UPDATE key_slots SET tokens = tokens + ? WHERE key_id = ? AND slot = ?",
+            (settlement.tokens_delta, key_id, slot),
         )
     if settlement.budget_delta:
         conn.execute(
@@ -443,5 +482,6 @@ def _settle(conn: sqlite3.Connection, key_id: str, settlement: Settlement) -> No
         )
     if settlement.release_lease:
         conn.execute(
-            "DELETE FROM key_leases WHERE key_id = ? AND request_id = ?", (key_id, request_id)
+            "DELETE FROM key_leases WHERE key_id = ? AND request_id = ?",
+            (key_id, settlement.request_id),
         )
