@@ -29,7 +29,7 @@ from oai_gateway.keys.refusals import (
     rate_headers,
     refusal,
 )
-from oai_gateway.keys.store import Decision, Settlement, Store, StoreUnavailableError
+from oai_gateway.keys.store import Decision, Store, StoreUnavailableError
 from oai_gateway.observability.context import SCOPE_KEY, RequestContext
 from oai_gateway.providers.base import Json, Operation
 from oai_gateway.server.asgi import Scope, header
@@ -78,7 +78,7 @@ class KeyEnforcement:
         self._metrics = metrics
         self._open = failure_open
         self._specs = providers  # name -> spec, for its `prices`
-        self._settling: set[asyncio.Task[None]] = set()  # settlements sent in the background
+        self._settling: set[asyncio.Future[None]] = set()  # settlements queued by the store
 
     async def start(self) -> None:
         if self.store is None or self.cache is None:
@@ -179,20 +179,23 @@ class KeyEnforcement:
             self.leases.drop(ticket.record.id, reconciled.request_id)
         if not reconciled.changes_anything:
             return
-        if not self.store.settles_later:
-            await self._settle(self.store, ticket.record.id, reconciled)
+        outcome = self.store.settle(ticket.record.id, reconciled)
+        if isinstance(outcome, asyncio.Future):  # queued (settles_later): nobody waits for it
+            self._settling.add(outcome)
+            outcome.add_done_callback(self._settled)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._settle(self.store, ticket.record.id, reconciled)
-        )
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _settle(self, store: Store, key_id: str, reconciled: Settlement) -> None:
         try:
-            await store.settle(key_id, reconciled)
+            await outcome
         except StoreUnavailableError as exc:
             self._store_failed("settle", exc)
+
+    def _settled(self, outcome: asyncio.Future[None]) -> None:
+        self._settling.discard(outcome)
+        failed = None if outcome.cancelled() else outcome.exception()
+        if isinstance(failed, StoreUnavailableError):
+            self._store_failed("settle", failed)
+        elif failed is not None:
+            _log.error("settling a request failed: %r", failed)
 
     def _store_failed(self, operation: str, exc: StoreUnavailableError) -> None:
         self._metrics.store_error(operation)

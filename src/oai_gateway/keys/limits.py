@@ -107,11 +107,16 @@ def used_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int] | None:
     """(input, output) from an OpenAI `usage` object (chat, completions, embeddings, responses)."""
     if not usage:
         return None
-    counts = []
-    for names in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
-        value = next((usage[n] for n in names if isinstance(usage.get(n), int)), 0)
-        counts.append(max(int(value), 0))
-    return counts[0], counts[1]
+    return _count(usage, "prompt_tokens", "input_tokens"), _count(
+        usage, "completion_tokens", "output_tokens"
+    )
+
+
+def _count(usage: Mapping[str, Any], name: str, other: str) -> int:
+    value = usage.get(name)
+    if not isinstance(value, int):
+        value = usage.get(other)
+    return max(int(value), 0) if isinstance(value, int) else 0
 
 
 def settlement(

@@ -60,8 +60,8 @@ def rate_headers(record: KeyRecord, decision: Decision) -> Headers:
 
 def _trio(kind: bytes, limit: int, remaining: int, reset_s: float) -> Headers:
     return [
-        (b"x-ratelimit-limit-" + kind, str(limit).encode()),
-        (b"x-ratelimit-remaining-" + kind, str(remaining).encode()),
+        (b"x-ratelimit-limit-" + kind, b"%d" % limit),
+        (b"x-ratelimit-remaining-" + kind, b"%d" % remaining),
         (b"x-ratelimit-reset-" + kind, duration(reset_s).encode()),
     ]
 

@@ -7,7 +7,7 @@ reserved in one atomic step) and `settle` after it (reservation reconciled, leas
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -90,8 +90,8 @@ class Settlement:
 class Store(Protocol):
     """Keys by id, their change notices, and the two hot-path limiter calls."""
 
-    # True when `settle` may wait to share the round trip of a later call (Redis): the caller
-    # then runs it in the background instead of keeping the finished request waiting for it.
+    # True when `settle` queues the settlement to share a later call's commit or round trip
+    # (SQLite, Redis) and returns a future at once: the finished request does not wait for it.
     settles_later: bool
 
     async def start(self) -> None:
@@ -125,8 +125,9 @@ class Store(Protocol):
     async def admit(self, key_id: str, admission: Admission) -> Decision:
         """Check and reserve every limit in one atomic step, using the store's clock."""
 
-    async def settle(self, key_id: str, settlement: Settlement) -> None:
-        """Apply the settlement; before this store's next `admit`, at the latest."""
+    def settle(self, key_id: str, settlement: Settlement) -> Awaitable[None]:
+        """Apply the settlement; before this store's next `admit`, at the latest. Its failure
+        is a StoreUnavailableError."""
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
         """Push the expiry of these leases, where they still exist, to now + ttl_s."""

@@ -88,6 +88,8 @@ def _report(waiting: list[asyncio.Future[None]]) -> Callable[[asyncio.Future[Any
 
     def report(call: asyncio.Future[Any]) -> None:
         failed = None if call.cancelled() else call.exception()
+        if isinstance(failed, RedisError | OSError):
+            failed = StoreUnavailableError(f"Redis store: {type(failed).__name__}: {failed}")
         for future in waiting:
             if future.done():
                 continue
@@ -262,14 +264,15 @@ class RedisStore:
         args = [repr(ttl_s), *request_ids]
         await self._call(self._batch.call(self._refresh, key_names(key_id)[2:3], args))
 
-    async def settle(self, key_id: str, settlement: Settlement) -> None:
-        future = asyncio.get_running_loop().create_future()
+    def settle(self, key_id: str, settlement: Settlement) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         args, waiting = self._settling.setdefault(key_id, ([], []))
         args += _settlement_args(settlement)
         waiting.append(future)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(DEFER_S, self._send_settlements)
-        await self._call(future)
+            self._timer = loop.call_later(DEFER_S, self._send_settlements)
+        return future
 
     def _send_settlements(self, *, deferred: bool = False) -> None:
         """Every waiting settlement, one script call per key (`deferred`: with the next batch)."""

@@ -221,6 +221,9 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         self._closed.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with contextlib.suppress(StoreUnavailableError):  # reported to each settlement's caller
             await self._apply(self._take_pending(), None)
         await self.database.close()
@@ -319,25 +322,26 @@ class SQLiteStore:
             self._slots[admission.request_id] = slot
         return decision
 
-    async def settle(self, key_id: str, settlement: Settlement) -> None:
-        future = asyncio.get_running_loop().create_future()
+    def settle(self, key_id: str, settlement: Settlement) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         slot = self._slots.pop(settlement.request_id, None)
         self._pending.append((key_id, settlement, slot, future))
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(SETTLE_DEFER_S, self._settle_now)
-        await future
+            # Not cancelled when an admission takes the settlements first: one timer per
+            # SETTLE_DEFER_S at most, however many requests settle meanwhile.
+            self._timer = loop.call_later(SETTLE_DEFER_S, self._settle_now)
+        return future
 
     def _take_pending(self) -> Pending:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         pending, self._pending = self._pending, []
         return pending
 
     def _settle_now(self) -> None:
         self._timer = None
-        task = asyncio.get_running_loop().create_task(self._apply(self._take_pending(), None))
-        task.add_done_callback(_ignore_failure)  # the settlements' own futures carry it
+        if self._pending:
+            task = asyncio.get_running_loop().create_task(self._apply(self._take_pending(), None))
+            task.add_done_callback(_ignore_failure)  # the settlements' own futures carry it
 
     async def _apply(
         self, pending: Pending, admitting: tuple[str, Admission] | None
