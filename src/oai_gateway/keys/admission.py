@@ -9,13 +9,13 @@ requests, tokens, parallel, budget; a budget admits while spent + reserved < lim
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from oai_gateway.keys.store import Admission, Decision, Refusal
 
 
-@dataclass(frozen=True, slots=True)
-class Counters:
+class Counters(msgspec.Struct, frozen=True):
     """One key's state at `now`, expired window entries and leases already dropped."""
 
     now: float

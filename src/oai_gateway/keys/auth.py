@@ -7,7 +7,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from oai_gateway.errors import AuthenticationError
 from oai_gateway.keys.cache import KeyCache
@@ -23,8 +24,7 @@ UNKNOWN_KEY = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(msgspec.Struct, frozen=True):
     """`key_id` is the virtual key's id or `static-<n>` (n from 1, in ALLOWED_API_KEYS order)."""
 
     key_id: str

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 
 from oai_gateway.config.settings import ProviderSpec
@@ -50,8 +50,7 @@ def body_size(scope: Scope, body: Json | None) -> int:
     return 0 if body is None else len(orjson.dumps(body))
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Ticket(msgspec.Struct, frozen=True):
     """An admitted request of a limited key, until it settles."""
 
     record: KeyRecord

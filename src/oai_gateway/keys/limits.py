@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from oai_gateway.keys.leases import LEASE_TTL_S
 from oai_gateway.keys.records import KeyRecord
@@ -34,8 +35,7 @@ class Price(Protocol):
     def output(self) -> float: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(msgspec.Struct, frozen=True):
     input_tokens: int
     output_tokens: int
 
@@ -62,8 +62,7 @@ def cost_usd(price: Price | None, input_tokens: int, output_tokens: int) -> floa
     return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """An admission and what it reserved, kept until the request settles."""
 
     admission: Admission

@@ -8,10 +8,11 @@ reserved in one atomic step) and `settle` after it (reservation reconciled, leas
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
+
+import msgspec
 
 from oai_gateway.keys.records import KeyRecord, Period
 from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
@@ -39,8 +40,7 @@ class KeyNotFoundError(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(msgspec.Struct, frozen=True):
     """What one request asks of its key's limits; None = that limit does not apply."""
 
     request_id: str  # unique per admission; names the window entry and the lease
@@ -55,8 +55,7 @@ class Admission:
     window_s: float = WINDOW_S  # shorter only in tests, which cannot wait a minute
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     refused: Refusal | None
     retry_after_s: float = 0.0
     remaining_requests: int | None = None  # None when the admission had no rpm
@@ -70,8 +69,7 @@ class Decision:
         return self.refused is None
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(msgspec.Struct, frozen=True):
     """The reconciliation of one admitted request, once its real usage is known."""
 
     request_id: str
