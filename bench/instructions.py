@@ -84,6 +84,8 @@ SCENARIOS: dict[str, Scenario] = {
     "vkey": _store("sqlite", Limits()),
     "vkey-sqlite": _store("sqlite", keys_targets.HIGH),
     "vkey-redis": _store("redis", keys_targets.HIGH),
+    # The same providers file's provider with one `base_url`: what two upstreams are compared to.
+    "one-upstream": Scenario(CHAT, _two, provider="one"),
     "two-upstreams": Scenario(CHAT, _two, provider="two"),
 }
 

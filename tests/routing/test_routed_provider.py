@@ -336,6 +336,34 @@ def test_a_stream_without_a_first_event_fails_over(tmp_path: Path, fault: str) -
     assert served([healthy]) == [3]
 
 
+def test_a_stream_skips_a_paused_upstream(tmp_path: Path) -> None:
+    with upstreams(2, stream_chunks=2) as servers:
+        limited, other = servers
+        rig = Rig(tmp_path, providers_toml([limited.base_url, other.base_url]))
+        limited.fault = Fault("status", status=429, headers={"retry-after": "30"})
+
+        async def work(rig: Rig) -> list[tuple[int, str | None]]:
+            while served([limited]) != [1]:
+                await chat(rig.local)
+            limited.fault = None
+            results = []
+            for _ in range(4):
+                ctx, request = context()
+                facts = RequestFacts("gpt-test", stream=True)
+                body = {**BODY, "stream": True}
+                stream = await rig.local.stream(ctx, Operation.CHAT, body, facts)
+                try:
+                    assert b"".join([piece async for piece in stream]).endswith(b"[DONE]\n\n")
+                finally:
+                    await stream.aclose()
+                results.append((request.attempts, request.upstream))
+            return results
+
+        results = rig.run(work)
+        assert served([limited]) == [1]
+    assert results == [(1, "local/1")] * 4
+
+
 def test_the_model_list_fails_only_when_every_upstream_fails(tmp_path: Path) -> None:
     with upstreams(2) as servers:
         servers[0].models.clear()

@@ -32,14 +32,20 @@ class Target:
     members: tuple[Member, ...]
     strategy: Strategy
 
-    def pick(self, tried: set[Member]) -> Member | None:
-        # This runs for every request of a routed provider: one clock reading, and when no
-        # upstream is tried, paused or open (nearly always) no list is built.
+    def first(self) -> Member | None:
+        """The strategy's pick among all upstreams when none is paused or open (nearly
+        always); None otherwise, for `pick` to choose among those that may be tried."""
+        # This runs for every request of a routed provider: one clock reading, no list built.
         now = self.members[0].clock()
         for member in self.members:
-            if member in tried or member.paused_until > now or member.breaker.open:
-                return self._pick_among(tried, now)
+            if member.paused_until > now or member.breaker.open:
+                return None
         return self.strategy.choose(self.members)
+
+    def pick(self, tried: set[Member]) -> Member | None:
+        if not tried and (member := self.first()) is not None:
+            return member
+        return self._pick_among(tried, self.members[0].clock())
 
     def _pick_among(self, tried: set[Member], now: float) -> Member | None:
         eligible: list[Member] = []
@@ -96,6 +102,11 @@ class AttemptPlan:
             if member is not None:
                 return self._take(Candidate(target, member, model))
         return self._soonest() if self.attempts == 0 else None
+
+    def made(self, member: Member) -> None:
+        """Count an attempt on the provider's own `member` made before the plan's first."""
+        self._tried.add(member)
+        self.attempts += 1
 
     def _take(self, candidate: Candidate) -> Candidate:
         self.attempts += 1
@@ -155,11 +166,19 @@ async def run_attempts(
     report: Report,
     ttft_timeout_s: float | None = None,
     observe: Observer | None = None,
+    failure: tuple[Lease, GatewayError] | None = None,
 ) -> tuple[T, Lease]:
     """The first answer any candidate gives and the lease to release once it is sent (a stream:
-    when it ends); else the last error (a failure, or the client's answer), with the headers."""
+    when it ends); else the last error (a failure, or the client's answer), with the headers.
+    `failure` is a first attempt on the primary target, made and failed before the loop."""
     error: GatewayError | None = None
     try:
+        if failure is not None:
+            lease, exc = failure
+            plan.made(lease.member)
+            report.attempts += 1
+            report.upstream = lease.member.label
+            error = failed(lease, exc, report, observe)
         while (candidate := plan.next()) is not None:
             report.attempts += 1
             report.upstream = candidate.member.label
@@ -167,10 +186,10 @@ async def run_attempts(
             try:
                 work = attempt(candidate, lease)
                 if ttft_timeout_s is not None:
-                    work = _timed(work, ttft_timeout_s, candidate)
+                    work = timed(work, ttft_timeout_s, candidate.member)
                 answer = await work
             except GatewayError as exc:
-                error = _failed(lease, exc, candidate, report, observe)
+                error = failed(lease, exc, report, observe)
                 continue
             except BaseException:
                 lease.release()
@@ -191,30 +210,26 @@ def _exhausted(plan: AttemptPlan, error: GatewayError | None, report: Report) ->
     return _with_headers(error, report)
 
 
-async def _timed(work: Awaitable[T], timeout_s: float, candidate: Candidate) -> T:
+async def timed(work: Awaitable[T], timeout_s: float, member: Member) -> T:
+    """`work`, failed as a ttft timeout when it gives nothing within `timeout_s`."""
     try:
         async with asyncio.timeout(timeout_s):
             return await work
     except TimeoutError:
         error = UpstreamTimeoutError(
-            f"Upstream {candidate.member.label} sent nothing within ttft_timeout_s "
-            f"({timeout_s:g} s)."
+            f"Upstream {member.label} sent nothing within ttft_timeout_s ({timeout_s:g} s)."
         )
         error.failure = "ttft_timeout"
         raise error from None
 
 
-def _failed(
-    lease: Lease,
-    error: GatewayError,
-    candidate: Candidate,
-    report: Report,
-    observe: Observer | None,
+def failed(
+    lease: Lease, error: GatewayError, report: Report, observe: Observer | None
 ) -> GatewayError:
     """The error of a failed attempt, for the next one to replace; raised with the attempt
     headers at once when it is the client's answer (not a failure of the upstream)."""
     kind = _settle(lease, error)
-    _observe(observe, candidate.member, kind or "answered")
+    _observe(observe, lease.member, kind or "answered")
     if kind is None:
         raise _with_headers(error, report) from None
     return error

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oai_gateway.config.settings import ProviderSpec
-from oai_gateway.errors import ModelNotFoundError
+from oai_gateway.errors import GatewayError, ModelNotFoundError
 from oai_gateway.observability.context import RequestContext
 from oai_gateway.providers.base import ChunkStream, Json, Operation, Provider, UpstreamCall
 from oai_gateway.routing.attempts import (
@@ -19,8 +19,9 @@ from oai_gateway.routing.attempts import (
     Report,
     Target,
     run_attempts,
+    timed,
 )
-from oai_gateway.routing.members import Lease
+from oai_gateway.routing.members import Lease, Member
 from oai_gateway.routing.stream import CommittedStream, first_event
 from oai_gateway.wire.answer import Answer
 from oai_gateway.wire.requests import RequestFacts
@@ -119,6 +120,10 @@ class RoutedProvider:
         member = self._fleet.callee(self.target.members[0])
         return await member.stored_response(ctx, method, suffix)
 
+    # The first attempt goes straight to the strategy's pick when every upstream may be tried
+    # (nearly always); only when it fails, or an upstream is paused or open, is the attempt
+    # loop built: its plan, report and candidates cost more than the routing itself.
+
     async def _answer(
         self,
         ctx: UpstreamCall,
@@ -128,8 +133,24 @@ class RoutedProvider:
         invoke: Invoke[T],
     ) -> T:
         """A whole answer from the first candidate that gives one."""
-        attempt = self._attempt(ctx, body, facts, invoke)
-        answer, lease = await self._attempts(ctx, operation, facts.model, attempt)
+        member = self.target.first()
+        if member is None:
+            attempt = self._attempt(ctx, body, facts, invoke)
+            answer, lease = await self._attempts(ctx, operation, facts.model, attempt)
+        else:
+            lease = self._begin(ctx, member)
+            try:
+                work = invoke(self._fleet.callees[member], ctx, dict(body), facts)
+                answer = await self._timed(work, member)
+            except GatewayError as exc:
+                attempt = self._attempt(ctx, body, facts, invoke)
+                failure = (lease, exc)
+                answer, lease = await self._attempts(ctx, operation, facts.model, attempt, failure)
+            except BaseException:
+                lease.release()
+                raise
+            else:
+                self._served(lease)
         lease.release()
         return answer
 
@@ -148,11 +169,49 @@ class RoutedProvider:
             opened = await opening(candidate, lease)
             return CommittedStream(await first_event(opened), opened, lease)
 
-        stream, _lease = await self._attempts(ctx, operation, facts.model, attempt)
-        return stream  # the lease is released when the stream is closed
+        member = self.target.first()
+        if member is None:
+            stream, _lease = await self._attempts(ctx, operation, facts.model, attempt)
+            return stream  # the lease is released when the stream is closed
+        lease = self._begin(ctx, member)
+        try:
+            stream = await self._timed(attempt(Candidate(self.target, member, None), lease), member)
+        except GatewayError as exc:
+            stream, _lease = await self._attempts(
+                ctx, operation, facts.model, attempt, (lease, exc)
+            )
+        except BaseException:
+            lease.release()
+            raise
+        else:
+            self._served(lease)
+        return stream
+
+    def _begin(self, ctx: UpstreamCall, member: Member) -> Lease:
+        """The first attempt, on `member`: the response headers and the access line name it."""
+        sink = ctx.timer
+        if isinstance(sink, RequestContext):
+            sink.upstream = member.label
+            sink.attempts = 1
+        return member.lease()
+
+    def _timed(self, work: Awaitable[T], member: Member) -> Awaitable[T]:
+        timeout_s = self.spec.ttft_timeout_s
+        return work if timeout_s is None else timed(work, timeout_s, member)
+
+    def _served(self, lease: Lease) -> None:
+        lease.succeeded()
+        observe = self._fleet.observe
+        if observe is not None:
+            observe(lease.member, "ok")
 
     def _attempts(
-        self, ctx: UpstreamCall, operation: Operation, model: str, attempt: Attempt[T]
+        self,
+        ctx: UpstreamCall,
+        operation: Operation,
+        model: str,
+        attempt: Attempt[T],
+        failure: tuple[Lease, GatewayError] | None = None,
     ) -> Coroutine[Any, Any, tuple[T, Lease]]:
         spec = self.spec
         fallbacks = self._fleet.fallbacks(spec, model, operation) if spec.fallbacks else ()
@@ -165,6 +224,7 @@ class RoutedProvider:
             report=Report(sink=sink),
             ttft_timeout_s=spec.ttft_timeout_s,
             observe=self._fleet.observe,
+            failure=failure,
         )
 
     def _attempt(
