@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
 
 from oai_gateway.keys.limits import (
     DEFAULT_OUTPUT_TOKENS,
+    AdmissionIds,
     Estimate,
     estimate,
     plan,
@@ -135,3 +137,20 @@ def test_an_rpm_only_key_has_nothing_to_settle() -> None:
     planned = plan(leased, Estimate(1, 1), None)
     assert planned is not None
     assert settlement(leased, planned, Decision(refused=None), None).changes_anything
+
+
+def test_admission_ids_are_unique_and_renewed_in_a_forked_child() -> None:
+    ids = AdmissionIds()
+    seen = {ids.next() for _ in range(1000)}
+    assert len(seen) == 1000
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id must not be one the parent could make
+        os.write(writer, ids.next().encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert child not in seen
+    assert child[:16] != next(iter(seen))[:16]

@@ -37,33 +37,41 @@ STORE_UNAVAILABLE = (
 
 def duration(seconds: float) -> str:
     """OpenAI's reset format: `20ms`, `1.5s`, `6m0s`."""
+    return _duration(seconds).decode()
+
+
+def _duration(seconds: float) -> bytes:
     if seconds < 1:
-        return f"{max(round(seconds * 1000), 0)}ms"
+        return b"%dms" % max(round(seconds * 1000), 0)
     if seconds < 60:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+        return (b"%.3f" % seconds).rstrip(b"0").rstrip(b".") + b"s"
     minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s"
+    return b"%dm%ds" % (minutes, rest)
 
 
 def rate_headers(record: KeyRecord, decision: Decision) -> Headers:
     """The `x-ratelimit-*` trio for each of the key's request and token limits."""
+    rpm, tpm = record.limits.rpm, record.limits.tpm
+    left_requests, left_tokens = decision.remaining_requests, decision.remaining_tokens
     headers: Headers = []
-    limits = record.limits
-    if limits.rpm is not None and decision.remaining_requests is not None:
-        headers += _trio(
-            b"requests", limits.rpm, decision.remaining_requests, decision.reset_requests_s
-        )
-    if limits.tpm is not None and decision.remaining_tokens is not None:
-        headers += _trio(b"tokens", limits.tpm, decision.remaining_tokens, decision.reset_tokens_s)
+    reset = b""
+    if rpm is not None and left_requests is not None:
+        reset = _duration(decision.reset_requests_s)
+        headers += [
+            (b"x-ratelimit-limit-requests", b"%d" % rpm),
+            (b"x-ratelimit-remaining-requests", b"%d" % left_requests),
+            (b"x-ratelimit-reset-requests", reset),
+        ]
+    if tpm is not None and left_tokens is not None:
+        # One window counts both: the two resets are nearly always equal, formatted once.
+        if not reset or decision.reset_tokens_s != decision.reset_requests_s:
+            reset = _duration(decision.reset_tokens_s)
+        headers += [
+            (b"x-ratelimit-limit-tokens", b"%d" % tpm),
+            (b"x-ratelimit-remaining-tokens", b"%d" % left_tokens),
+            (b"x-ratelimit-reset-tokens", reset),
+        ]
     return headers
-
-
-def _trio(kind: bytes, limit: int, remaining: int, reset_s: float) -> Headers:
-    return [
-        (b"x-ratelimit-limit-" + kind, b"%d" % limit),
-        (b"x-ratelimit-remaining-" + kind, b"%d" % remaining),
-        (b"x-ratelimit-reset-" + kind, duration(reset_s).encode()),
-    ]
 
 
 def refusal(record: KeyRecord, decision: Decision) -> GatewayError:
