@@ -31,28 +31,31 @@ def decide(
     admission: Admission, counters: Counters, entries: Callable[[], Iterable[tuple[float, int]]]
 ) -> Decision:
     """The decision for `admission`; `entries` lists (at, tokens) oldest first, on refusal only."""
-    now = counters.now
-    reset = 0.0 if counters.oldest_at is None else counters.oldest_at + admission.window_s - now
+    oldest_at = counters.oldest_at
+    reset = 0.0 if oldest_at is None else max(oldest_at + admission.window_s - counters.now, 0.0)
     refused = _refusal(admission, counters)
-    if refused == "tokens":
-        retry = _tokens_free_in(admission, counters, entries())
+    requests, tokens = counters.requests, counters.tokens
+    if refused is None:  # nearly always: counted with this request, no retry
+        retry = 0.0
+        requests += 1
+        tokens += admission.tokens
+        if oldest_at is None:
+            reset = admission.window_s
+    elif refused == "tokens":
+        retry = max(_tokens_free_in(admission, counters, entries()), 0.0)
     elif refused == "requests":
         retry = reset
     else:
         retry = 1.0 if refused == "parallel" else 0.0
-    admitted = refused is None
-    requests = counters.requests + admitted
-    tokens = counters.tokens + (admission.tokens if admitted else 0)
-    if admitted and counters.oldest_at is None:
-        reset = admission.window_s
+    rpm, tpm = admission.rpm, admission.tpm
     return Decision(
-        refused=refused,
-        retry_after_s=max(retry, 0.0),
-        remaining_requests=None if admission.rpm is None else max(admission.rpm - requests, 0),
-        reset_requests_s=max(reset, 0.0),
-        remaining_tokens=None if admission.tpm is None else max(admission.tpm - tokens, 0),
-        reset_tokens_s=max(reset, 0.0),
-        period=counters.period,
+        refused,
+        retry,
+        None if rpm is None else max(rpm - requests, 0),
+        reset,
+        None if tpm is None else max(tpm - tokens, 0),
+        reset,
+        counters.period,
     )
 
 
