@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from oai_gateway.keys import store as store_module
 from oai_gateway.keys import store_sqlite
 from oai_gateway.keys.store import Settlement
 from tests.keys.contract import admission, opened, record
@@ -78,7 +79,7 @@ async def test_a_settlement_after_its_slot_left_the_window_changes_nothing(
 async def test_admissions_never_settled_are_forgotten_beyond_a_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_sqlite, "SLOTS_KEPT", 10)
+    monkeypatch.setattr(store_module, "SLOTS_KEPT", 10)
     async with opened(f"sqlite:///{tmp_path / 'keys.db'}") as store:
         assert isinstance(store, store_sqlite.SQLiteStore)
         key_id = record().id

@@ -7,6 +7,7 @@ reserved in one atomic step) and `settle` after it (reservation reconciled, leas
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -26,6 +27,17 @@ WINDOW_S = 60.0  # rpm and tpm count what was admitted in the last 60 seconds
 ALL_KEYS = "*"  # a change notice meaning "anything may have changed": drop every cached record
 
 Refusal = Literal["requests", "tokens", "parallel", "budget"]
+SLOTS_KEPT = 100_000  # admissions remembered until they settle (one per request in flight)
+
+
+def remember_slot(slots: dict[str, int], request_id: str, slot: int) -> None:
+    """Note the window slot an admission of this process was counted in, for its settlement
+    (SQLite and Redis count the window in slots); past SLOTS_KEPT admissions that never settled,
+    the oldest half is forgotten."""
+    if len(slots) >= SLOTS_KEPT:
+        for forgotten in list(itertools.islice(slots, SLOTS_KEPT // 2)):
+            del slots[forgotten]
+    slots[request_id] = slot
 
 
 class StoreUnavailableError(Exception):

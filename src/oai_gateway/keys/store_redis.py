@@ -32,6 +32,7 @@ from oai_gateway.keys.store import (
     Refusal,
     Settlement,
     StoreUnavailableError,
+    remember_slot,
 )
 from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
 from oai_gateway.keys.usage_redis import (
@@ -73,9 +74,10 @@ def _scripts() -> tuple[str, str]:
     return settle + _script("store_redis_admit.lua"), settle + "settle_from(1)\nreturn 0\n"
 
 
-def _settlement_args(settlement: Settlement) -> list[str]:
+def _settlement_args(settlement: Settlement, slot: int | None) -> list[str]:
     return [
         settlement.request_id,
+        "" if slot is None else str(slot),
         str(settlement.tokens_delta),
         repr(settlement.budget_delta),
         str(settlement.period),
@@ -110,7 +112,9 @@ def key_names(key_id: str) -> tuple[str, ...]:
     """The limiter keys of one virtual key, all in the slot of its hash tag (cached: the same
     tuple per key, so the batcher reuses its encoded call head)."""
     tag = f"{PREFIX}:{{{key_id}}}"
-    return (f"{tag}:log", f"{tag}:tok", f"{tag}:lease", f"{tag}:budget")
+    # The window's two hashes are named apart from the request log they replace (`:log`, a
+    # ZSET, and `:tok`), which simply expires after an upgrade.
+    return (f"{tag}:wreq", f"{tag}:wtok", f"{tag}:lease", f"{tag}:budget")
 
 
 def record_name(key_id: str) -> str:
@@ -144,6 +148,9 @@ class RedisStore:
         self._batch = ScriptBatcher(self.redis, TIMEOUT_S)
         self._append_usage = self.redis.register_script(APPEND_SCRIPT)
         self._closed = asyncio.Event()
+        # request id -> window slot of the admissions this process made and has not settled
+        # (only this process settles them); bounded like the SQLite store's.
+        self._slots: dict[str, int] = {}
 
     async def _call(self, command: Awaitable[T]) -> T:
         try:
@@ -249,7 +256,9 @@ class RedisStore:
             call = self._batch.call(self._admit, key_names(key_id), [*args, *carried[0]])
             call.add_done_callback(_report(carried[1]))
         reply = await self._call(call)
-        refused, retry_ms, requests, reset_ms, tokens, period = (int(v) for v in reply)
+        refused, retry_ms, requests, reset_ms, tokens, period, slot = (int(v) for v in reply)
+        if slot >= 0:
+            remember_slot(self._slots, admission.request_id, slot)
         return Decision(
             refused=_REFUSALS[refused],
             retry_after_s=retry_ms / 1000,
@@ -268,7 +277,7 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         args, waiting = self._settling.setdefault(key_id, ([], []))
-        args += _settlement_args(settlement)
+        args += _settlement_args(settlement, self._slots.pop(settlement.request_id, None))
         waiting.append(future)
         if self._timer is None:
             self._timer = loop.call_later(DEFER_S, self._send_settlements)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import sqlite3
 import time
@@ -36,6 +35,7 @@ from oai_gateway.keys.store import (
     KeyNotFoundError,
     Settlement,
     StoreUnavailableError,
+    remember_slot,
 )
 from oai_gateway.keys.usage import UsageQuery, UsageRecord, UsageRow
 from oai_gateway.keys.usage_sqlite import SCHEMA as USAGE_SCHEMA
@@ -49,7 +49,6 @@ BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_EVERY = 250
 SETTLE_DEFER_S = 0.05  # the longest a settlement waits for an admission to share a commit with
 SLOTS = 60  # a window is counted in this many slots
-SLOTS_KEPT = 100_000  # admissions remembered until they settle (one per request in flight)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -317,10 +316,7 @@ class SQLiteStore:
         assert admitted is not None
         decision, slot = admitted
         if slot is not None:
-            if len(self._slots) >= SLOTS_KEPT:  # never settled: drop the oldest half
-                for request_id in list(itertools.islice(self._slots, SLOTS_KEPT // 2)):
-                    del self._slots[request_id]
-            self._slots[admission.request_id] = slot
+            remember_slot(self._slots, admission.request_id, slot)
         return decision
 
     def settle(self, key_id: str, settlement: Settlement) -> asyncio.Future[None]:
