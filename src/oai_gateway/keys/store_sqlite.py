@@ -119,17 +119,32 @@ class SQLiteDatabase:
             with contextlib.suppress(sqlite3.OperationalError):
                 conn = self._connect_here()
         if conn is not None:
-            try:
-                result = work(conn)
-            except sqlite3.OperationalError:
-                # SQLITE_BUSY above all: the thread's connection waits for the lock instead.
-                if conn.in_transaction:
-                    conn.rollback()
-            else:
-                if writes:
-                    self._committed_here()
+            result = self._on_loop(conn, work, writes=writes)
+            if not isinstance(result, NotHere):
                 return result
         return await self.run(work, writes=writes)
+
+    def try_here(self, work: Callable[[sqlite3.Connection], T]) -> T | NotHere:
+        """The write `work` on the event loop's connection at once, or NOT_HERE when it cannot
+        run there now: a write of this process's thread is in flight, the connection is not
+        open yet, or the file is locked (then `run_here` waits or takes it to the thread)."""
+        if self._thread_writes or self._here is None:
+            return NOT_HERE
+        return self._on_loop(self._here, work, writes=True)
+
+    def _on_loop(
+        self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], *, writes: bool
+    ) -> T | NotHere:
+        try:
+            result = work(conn)
+        except sqlite3.OperationalError:
+            # SQLITE_BUSY above all: the thread's connection waits for the lock instead.
+            if conn.in_transaction:
+                conn.rollback()
+            return NOT_HERE
+        if writes:
+            self._committed_here()
+        return result
 
     def _committed_here(self) -> None:
         self._commits_here += 1
@@ -179,6 +194,13 @@ class SQLiteDatabase:
         self._thread.shutdown(wait=True)
 
 
+class NotHere:
+    """`try_here`'s answer when the work did not run on the event loop's connection."""
+
+
+NOT_HERE = NotHere()
+
+
 def _ignore_failure(task: asyncio.Task[object]) -> None:
     # A checkpoint that failed (file locked, store gone) is simply made by a later one.
     if not task.cancelled():
@@ -200,11 +222,17 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
 # key id, settlement, the slot its admission was counted in, the settling caller's future
 Pending = list[tuple[str, Settlement, int | None, "asyncio.Future[None]"]]
 Admitted = tuple[Decision, int | None]  # the decision, and the window slot that counted it
+# the admissions of one loop turn: key id, admission, the admitting caller's future
+Admitting = list[tuple[str, Admission, "asyncio.Future[Admitted]"]]
 
 
 class SQLiteStore:
     # A settlement waits for the next admission and shares its transaction (one commit per
-    # request instead of two), or goes alone after SETTLE_DEFER_S.
+    # request instead of two), or goes alone after SETTLE_DEFER_S. Admissions share
+    # transactions too: the first of a turn of the event loop goes at once, and the others of
+    # that turn (under load many requests reach their admission in the same turn) go together
+    # at the start of the next; a transaction's fixed part (its locks, its WAL frame, its
+    # commit) is most of what one costs.
     settles_later = True
 
     def __init__(self, path: Path) -> None:
@@ -215,6 +243,8 @@ class SQLiteStore:
         # request id -> window slot of the admissions this process made and has not settled;
         # only this process settles them (a ticket never leaves it).
         self._slots: dict[str, int] = {}
+        self._admitting: Admitting = []
+        self._turn_open = False  # an admission went at once in this turn of the event loop
 
     async def start(self) -> None:
         await self.database.open()
@@ -224,8 +254,9 @@ class SQLiteStore:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with contextlib.suppress(StoreUnavailableError):  # reported to each settlement's caller
-            await self._apply(self._take_pending(), None)
+        admitting, self._admitting = self._admitting, []
+        with contextlib.suppress(StoreUnavailableError):  # reported to each caller
+            await self._apply(self._take_pending(), admitting)
         await self.database.close()
 
     async def pepper(self) -> str:
@@ -312,17 +343,26 @@ class SQLiteStore:
         return await self.database.run(lambda conn: roll_up_usage(conn, query), writes=False)
 
     async def admit(self, key_id: str, admission: Admission) -> Decision:
-        admitted = await self._apply(self._take_pending(), (key_id, admission))
-        assert admitted is not None
-        decision, slot = admitted
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Admitted] = loop.create_future()
+        self._admitting.append((key_id, admission, future))
+        if not self._turn_open:
+            # The first admission of a loop turn goes at once: a lone request waits for
+            # nothing. Those after it in the same turn wait for the next one, together.
+            self._turn_open = True
+            loop.call_soon(self._admit_now)
+            self._send_admissions()
+        decision, slot = await future  # at once when it was sent at once on this connection
         if slot is not None:
             remember_slot(self._slots, admission.request_id, slot)
         return decision
 
     def settle(self, key_id: str, settlement: Settlement) -> asyncio.Future[None]:
+        return self._queue(key_id, settlement, self._slots.pop(settlement.request_id, None))
+
+    def _queue(self, key_id: str, settlement: Settlement, slot: int | None) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        slot = self._slots.pop(settlement.request_id, None)
         self._pending.append((key_id, settlement, slot, future))
         if self._timer is None:
             # Not cancelled when an admission takes the settlements first: one timer per
@@ -337,40 +377,68 @@ class SQLiteStore:
     def _settle_now(self) -> None:
         self._timer = None
         if self._pending:
-            task = asyncio.get_running_loop().create_task(self._apply(self._take_pending(), None))
+            task = asyncio.get_running_loop().create_task(self._apply(self._take_pending(), []))
             task.add_done_callback(_ignore_failure)  # the settlements' own futures carry it
 
-    async def _apply(
-        self, pending: Pending, admitting: tuple[str, Admission] | None
-    ) -> Admitted | None:
-        """The pending settlements, then the admission if any, in one transaction."""
-        if not pending and admitting is None:
-            return None
+    def _admit_now(self) -> None:
+        """The loop turn is over: the admissions that came after its first go together."""
+        self._turn_open = False
+        self._send_admissions()
 
-        def work(conn: sqlite3.Connection) -> Admitted | None:
-            now = time.time()
-            if admitting is None:
-                for key_id, settlement, slot, _ in pending:
-                    _settle(conn, key_id, settlement, slot)
-                return None
-            key_id, admission = admitting
-            carried = _settle_all_but_carried(conn, pending, key_id, _slot_of(admission, now))
-            return _admit(conn, key_id, admission, now, carried)
+    def _send_admissions(self) -> None:
+        """The admissions waiting and the settlements, in one transaction on the loop's
+        connection when it can take it at once, else in a task that waits for it."""
+        admitting = [each for each in self._admitting if not each[2].done()]  # callers gone
+        self._admitting = []
+        if not admitting:
+            return
+        pending = self._take_pending()
+        work = _batch(pending, admitting)
+        try:
+            admitted = self.database.try_here(lambda conn: transaction(conn, work))
+        except Exception as exc:
+            self._failed(pending, admitting, exc)
+            return
+        if isinstance(admitted, NotHere):
+            task = asyncio.get_running_loop().create_task(self._apply(pending, admitting))
+            task.add_done_callback(_ignore_failure)  # the callers' own futures carry it
+            return
+        self._answer(pending, admitting, admitted)
 
+    async def _apply(self, pending: Pending, admitting: Admitting) -> None:
+        """The pending settlements, then the admissions, in one transaction."""
+        if not pending and not admitting:
+            return
+        work = _batch(pending, admitting)
         try:
             admitted = await self.database.run_here(
                 lambda conn: transaction(conn, work), writes=True
             )
         except BaseException as exc:
             failed = exc if isinstance(exc, Exception) else StoreUnavailableError(repr(exc))
-            for *_, future in pending:
-                if not future.done():
-                    future.set_exception(failed)
+            self._failed(pending, admitting, failed)
             raise
+        self._answer(pending, admitting, admitted)
+
+    def _answer(self, pending: Pending, admitting: Admitting, admitted: list[Admitted]) -> None:
+        for *_, settled in pending:
+            if not settled.done():
+                settled.set_result(None)
+        for (key_id, admission, future), (decision, slot) in zip(admitting, admitted, strict=True):
+            if not future.done():
+                future.set_result((decision, slot))
+            elif decision.admitted:
+                # The caller left while its admission was made: give back its lease at once
+                # (its reservation stands, as for any request whose usage never came).
+                self._queue(key_id, _abandoned(admission, decision), slot)
+
+    def _failed(self, pending: Pending, admitting: Admitting, exc: Exception) -> None:
         for *_, future in pending:
             if not future.done():
-                future.set_result(None)
-        return admitted
+                future.set_exception(exc)
+        for *_, admitted_future in admitting:
+            if not admitted_future.done():
+                admitted_future.set_exception(exc)
 
     async def refresh_leases(self, key_id: str, request_ids: Sequence[str], ttl_s: float) -> None:
         def refresh(conn: sqlite3.Connection) -> None:
@@ -425,6 +493,37 @@ _RECOUNT_SQL = (
     "FROM key_slots WHERE key_id = ?"
 )
 Window = tuple[int, int, float | None]
+
+
+def _batch(
+    pending: Pending, admitting: Admitting
+) -> Callable[[sqlite3.Connection], list[Admitted]]:
+    """One transaction's work: the settlements, then each admission in the order they came;
+    the first admission carries the token corrections queued for its own key and slot."""
+
+    def work(conn: sqlite3.Connection) -> list[Admitted]:
+        now = time.time()
+        if not admitting:
+            for key_id, settlement, slot, _ in pending:
+                _settle(conn, key_id, settlement, slot)
+            return []
+        key_id, admission, _ = admitting[0]
+        carried = _settle_all_but_carried(conn, pending, key_id, _slot_of(admission, now))
+        admitted = [_admit(conn, key_id, admission, now, carried)]
+        for key_id, admission, _ in admitting[1:]:
+            admitted.append(_admit(conn, key_id, admission, now, 0))
+        return admitted
+
+    return work
+
+
+def _abandoned(admission: Admission, decision: Decision) -> Settlement:
+    return Settlement(
+        request_id=admission.request_id,
+        budget_period=admission.budget_period,
+        period=decision.period,
+        release_lease=admission.max_parallel is not None,
+    )
 
 
 def _slot_of(admission: Admission, now: float) -> int | None:
