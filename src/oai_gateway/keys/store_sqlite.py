@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from oai_gateway.keys.admission import Counters, decide
 from oai_gateway.keys.records import KeyRecord, decode_record, encode_record, period_index
@@ -201,8 +201,9 @@ class NotHere:
 NOT_HERE = NotHere()
 
 
-def _ignore_failure(task: asyncio.Task[object]) -> None:
-    # A checkpoint that failed (file locked, store gone) is simply made by a later one.
+def _ignore_failure(task: asyncio.Future[Any]) -> None:
+    # A checkpoint that failed (file locked, store gone) is simply made by a later one; a
+    # failed task or release that nobody waits for has nobody to tell.
     if not task.cancelled():
         task.exception()
 
@@ -430,7 +431,8 @@ class SQLiteStore:
             elif decision.admitted:
                 # The caller left while its admission was made: give back its lease at once
                 # (its reservation stands, as for any request whose usage never came).
-                self._queue(key_id, _abandoned(admission, decision), slot)
+                released = self._queue(key_id, _abandoned(admission, decision), slot)
+                released.add_done_callback(_ignore_failure)  # nobody waits for it
 
     def _failed(self, pending: Pending, admitting: Admitting, exc: Exception) -> None:
         for *_, future in pending:
