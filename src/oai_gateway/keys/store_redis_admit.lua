@@ -145,5 +145,6 @@ if rpm > 0 then remaining_requests = math.max(rpm - requests, 0) end
 if tpm > 0 then remaining_tokens = math.max(tpm - tokens, 0) end
 local counted = -1
 if refused == 0 and windowed then counted = slot end
-return {refused, math.floor(math.max(retry, 0) * 1000), remaining_requests,
+-- retry-after in whole ms, rounded up: a refusal never says "now" while the entry is still in.
+return {refused, math.ceil(math.max(retry, 0) * 1000), remaining_requests,
   math.floor(math.max(reset, 0) * 1000), remaining_tokens, period, counted}
