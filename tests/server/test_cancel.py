@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from oai_gateway.api.cancel import guarded
+from oai_gateway.api.exchange import Exchange
+from oai_gateway.errors import ClientDisconnectedError
+from oai_gateway.server.asgi import DISCONNECT_SIGNAL, DisconnectSignal
 from oai_gateway.server.protocol import EnvelopeHttpToolsProtocol
 from tests.conftest import CHAT_MODEL, config_for
 from tests.support.fake_upstreams import (
@@ -214,3 +219,20 @@ def test_a_request_in_flight_costs_one_task_with_the_signal_two_without(
     check_nothing_left(gateway, upstream, baseline)
     with_signal = "disconnect-signal" in request.node.callspec.id
     assert in_flight == (1 if with_signal else 2), in_flight
+
+
+def test_a_client_gone_before_the_work_leaves_no_coroutine_behind() -> None:
+    """The work is made only once the disconnect signal points at it: a client that left
+    during admission gets no coroutine created (one never awaited warns, and leaks its frame)."""
+    signal = DisconnectSignal()
+    signal.connection_lost()
+    exchange = cast(Exchange, SimpleNamespace(scope={DISCONNECT_SIGNAL: signal}))
+    made: list[bool] = []
+
+    def work() -> Awaitable[None]:
+        made.append(True)
+        return asyncio.sleep(0)
+
+    with pytest.raises(ClientDisconnectedError):
+        asyncio.run(guarded(exchange, work))
+    assert made == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oai_gateway.api.exchange import Exchange
@@ -40,8 +40,8 @@ def _attach(
     return signal, None
 
 
-async def guarded(exchange: Exchange, work: Awaitable[None]) -> None:
-    """Run `work`, cancelling it (and so the upstream call) if the client disconnects.
+async def guarded(exchange: Exchange, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work()`, cancelling it (and so the upstream call) if the client disconnects.
 
     | cancelled by              | known from                     | becomes                    |
     |---------------------------|--------------------------------|----------------------------|
@@ -57,9 +57,11 @@ async def guarded(exchange: Exchange, work: Awaitable[None]) -> None:
     """
     task = asyncio.current_task()
     assert task is not None
+    # `work` is called only once attached: a client gone before then leaves no coroutine
+    # behind that was never awaited.
     signal, watcher = _attach(exchange, task)
     try:
-        await work
+        await work()
     except asyncio.CancelledError:
         if signal is not None and signal.disconnected:
             exchange.respond.client_left()

@@ -87,7 +87,8 @@ async def serve(
     await services.enforcement.admit(exchange, body)
     try:
         deadline = time.monotonic() + exchange.provider.spec.timeout_s
-        await guarded(exchange, work(UpstreamCall(context.request_id, deadline, context)))
+        call = UpstreamCall(context.request_id, deadline, context)
+        await guarded(exchange, lambda: work(call))
     finally:
         await services.enforcement.settle(exchange)
 
