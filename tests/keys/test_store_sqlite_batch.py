@@ -111,3 +111,44 @@ async def test_a_failed_batch_fails_each_of_its_callers(
             with pytest.raises(StoreUnavailableError):
                 await store.admit(key_id, admission(rpm=5))
         assert (await store.admit(key_id, admission(rpm=5))).remaining_requests == 4
+
+
+async def test_a_batch_reads_each_window_once_and_writes_its_counts_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two keys' admissions interleaved in one batch: each key's window read once, its
+    admitted counts written in one statement, and the rows then hold exactly what was admitted
+    (the slot and the key's TOTALS alike)."""
+    path = tmp_path / "keys.db"
+    reads: list[str] = []
+    real = store_sqlite._window
+
+    def counted(conn: sqlite3.Connection, key_id: str, now: float, window_s: float) -> Any:
+        reads.append(key_id)
+        return real(conn, key_id, now, window_s)
+
+    monkeypatch.setattr(store_sqlite, "_window", counted)
+    async with opened(f"sqlite:///{path}") as store:
+        first = await store.admit("k1", admission(rpm=4, tokens=7))  # goes alone, at once
+        assert first.remaining_requests == 3
+        reads.clear()
+        decisions: list[Decision] = await asyncio.gather(
+            *(
+                store.admit(key, admission(rpm=4, tokens=7))
+                for _ in range(4)
+                for key in ("k1", "k2")
+            )
+        )
+    # The gather's first admission went alone, the seven after it in one batch.
+    assert sorted(reads) == ["k1", "k1", "k2"]
+    assert [d.remaining_requests for d in decisions[0::2]] == [2, 1, 0, 0]  # k1
+    assert [d.admitted for d in decisions[0::2]] == [True, True, True, False]
+    assert [d.remaining_requests for d in decisions[1::2]] == [3, 2, 1, 0]  # k2
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT key_id, slot = -1, requests, tokens FROM key_slots ORDER BY key_id, slot"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [("k1", 1, 4, 28), ("k1", 0, 4, 28), ("k2", 1, 4, 28), ("k2", 0, 4, 28)]

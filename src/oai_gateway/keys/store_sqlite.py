@@ -511,12 +511,75 @@ def _batch(
             return []
         key_id, admission, _ = admitting[0]
         carried = _settle_all_but_carried(conn, pending, key_id, _slot_of(admission, now))
-        admitted = [_admit(conn, key_id, admission, now, carried)]
+        windows = _Windows(conn, now)
+        admitted = [_admit(conn, key_id, admission, windows, carried)]
         for key_id, admission, _ in admitting[1:]:
-            admitted.append(_admit(conn, key_id, admission, now, 0))
+            admitted.append(_admit(conn, key_id, admission, windows, 0))
+        windows.write_all()
         return admitted
 
     return work
+
+
+class _KeyWindow:
+    """One key's window as a transaction's admissions see it, and what they added unwritten."""
+
+    __slots__ = ("added_requests", "added_tokens", "oldest", "requests", "slot", "tokens")
+
+    def __init__(self, slot: int, window: Window, carried: int) -> None:
+        self.slot = slot
+        self.requests, tokens, self.oldest = window
+        self.tokens = tokens + carried
+        self.added_requests, self.added_tokens = 0, carried
+
+
+class _Windows:
+    """The windows of one transaction's admissions: a key's is read once however many of its
+    admissions the batch holds, and their counts are written once, after the last of them
+    (or before a refusal reads the key's slots). Every admission of a batch shares its `now`,
+    so a key's admissions in it share their slot."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self._conn = conn
+        self.now = now
+        self._seen: dict[tuple[str, float], _KeyWindow] = {}
+
+    def view(self, key_id: str, slot: int, window_s: float, carried: int) -> _KeyWindow:
+        seen = self._seen.get((key_id, window_s))
+        if seen is None:
+            window = _window(self._conn, key_id, self.now, window_s)
+            seen = self._seen[(key_id, window_s)] = _KeyWindow(slot, window, carried)
+        else:
+            seen.tokens += carried
+            seen.added_tokens += carried
+        return seen
+
+    def add(self, seen: _KeyWindow, tokens: int, window_s: float) -> None:
+        seen.requests += 1
+        seen.tokens += tokens
+        seen.added_requests += 1
+        seen.added_tokens += tokens
+        if seen.oldest is None:  # the window was empty: this slot is now its oldest
+            seen.oldest = (seen.slot + 1) * _slot_width(window_s)
+
+    def write(self, key_id: str, window_s: float) -> None:
+        seen = self._seen.get((key_id, window_s))
+        if seen is None:
+            return
+        if seen.added_requests:
+            self._conn.execute(  # the slot's row and the key's TOTALS, left in place by `_window`
+                "INSERT INTO key_slots VALUES (?1, ?2, ?3, ?4), (?1, -1, ?3, ?4) ON CONFLICT DO "
+                "UPDATE SET requests = requests + excluded.requests, "
+                "tokens = tokens + excluded.tokens",
+                (key_id, seen.slot, seen.added_requests, seen.added_tokens),
+            )
+        elif seen.added_tokens:
+            _correct_tokens(self._conn, key_id, seen.slot, seen.added_tokens)
+        seen.added_requests, seen.added_tokens = 0, 0
+
+    def write_all(self) -> None:
+        for key_id, window_s in self._seen:
+            self.write(key_id, window_s)
 
 
 def _abandoned(admission: Admission, decision: Decision) -> Settlement:
@@ -552,16 +615,16 @@ def _settle_all_but_carried(
 
 
 def _admit(
-    conn: sqlite3.Connection, key_id: str, admission: Admission, now: float, carried: int
+    conn: sqlite3.Connection, key_id: str, admission: Admission, windows: _Windows, carried: int
 ) -> Admitted:
-    """The decision at `now`; `carried`: token corrections for the current slot, not yet
-    written, that the window counts as if they were."""
-    requests, tokens, oldest = 0, 0, None
+    """The decision at the batch's `now`; `carried`: token corrections for the current slot,
+    not yet written, that the window counts as if they were."""
+    now = windows.now
+    requests, tokens, oldest, seen = 0, 0, None, None
     slot = _slot_of(admission, now)
-    windowed = slot is not None
-    if windowed:
-        requests, tokens, oldest = _window(conn, key_id, now, admission.window_s)
-        tokens += carried
+    if slot is not None:
+        seen = windows.view(key_id, slot, admission.window_s, carried)
+        requests, tokens, oldest = seen.requests, seen.tokens, seen.oldest
     leases = 0
     if admission.max_parallel is not None:
         conn.execute("DELETE FROM key_leases WHERE key_id = ? AND expires_at <= ?", (key_id, now))
@@ -578,44 +641,28 @@ def _admit(
     width = _slot_width(admission.window_s)
 
     def entries() -> list[tuple[float, int]]:
-        nonlocal carried  # refused: the corrections are written first, so the slots show them
-        if carried and slot is not None:
-            _correct_tokens(conn, key_id, slot, carried)
-            carried = 0
+        windows.write(key_id, admission.window_s)  # refused: the slots must show every count
         sql = "SELECT (slot + 1) * ?, tokens FROM key_slots WHERE key_id = ? AND slot >= ? "
         first = math.floor((now - admission.window_s) / width)
         return conn.execute(sql + "ORDER BY slot", (width, key_id, first)).fetchall()
 
     decision = decide(admission, counters, entries)
-    if decision.admitted:
-        _reserve(conn, key_id, admission, now, used, slot=slot, carried=carried)
-        return decision, slot
-    if carried and slot is not None:  # not written by `entries`
-        _correct_tokens(conn, key_id, slot, carried)
-    return decision, None
+    if not decision.admitted:
+        return decision, None
+    if seen is not None:
+        windows.add(seen, admission.tokens, admission.window_s)
+    _reserve(conn, key_id, admission, now, used)
+    return decision, slot
 
 
 def _reserve(
-    conn: sqlite3.Connection,
-    key_id: str,
-    admission: Admission,
-    now: float,
-    used: float,
-    *,
-    slot: int | None,
-    carried: int,
+    conn: sqlite3.Connection, key_id: str, admission: Admission, now: float, used: float
 ) -> None:
-    request_id = admission.request_id
-    if slot is not None:
-        conn.execute(  # the slot's row and the key's TOTALS, which `_window` left in place
-            "INSERT INTO key_slots VALUES (?1, ?2, 1, ?3), (?1, -1, 1, ?3) ON CONFLICT DO UPDATE "
-            "SET requests = requests + 1, tokens = tokens + excluded.tokens",
-            (key_id, slot, admission.tokens + carried),
-        )
+    """The lease and the budget; the window's counts are `_Windows`' to write."""
     if admission.max_parallel is not None:
         conn.execute(
             "INSERT INTO key_leases VALUES (?, ?, ?)",
-            (key_id, request_id, now + admission.lease_ttl_s),
+            (key_id, admission.request_id, now + admission.lease_ttl_s),
         )
     if admission.budget_limit is not None:
         conn.execute(
